@@ -1,0 +1,145 @@
+//! `ApiError`: every failure of a request, mapped once to a status and the JSON error shape
+//! `{"error": {"code", "message", "fields"?}}`.
+use std::collections::BTreeMap;
+
+use axum::{
+    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::json;
+
+/// Field name → what is wrong with it.
+pub type FieldErrors = BTreeMap<String, String>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("validation failed")]
+    Validation(FieldErrors),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("forbidden")]
+    Forbidden,
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("service unavailable")]
+    Unavailable,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn field(name: &str, problem: impl Into<String>) -> Self {
+        Self::Validation(BTreeMap::from([(name.to_string(), problem.into())]))
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            // Pool exhausted or database down: tell the client to come back.
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Self::Unavailable,
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<jobs::enqueue::EnqueueError> for ApiError {
+    fn from(error: jobs::enqueue::EnqueueError) -> Self {
+        match error {
+            jobs::enqueue::EnqueueError::Database(e) => e.into(),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match &self {
+            Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "the request has invalid fields".to_string()),
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
+            Self::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m.clone()),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such resource".to_string()),
+            Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required".to_string()),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "your role may not do this".to_string()),
+            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry later".to_string()),
+            Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is temporarily unavailable; retry later".to_string()),
+            Self::Internal(error) => {
+                tracing::error!(error = %format!("{error:#}"), "request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".to_string())
+            }
+        };
+        if let Self::Unavailable = &self {
+            tracing::warn!("database unavailable");
+        }
+        let mut body = json!({"error": {"code": code, "message": message}});
+        if let Self::Validation(fields) = &self {
+            body["error"]["fields"] = json!(fields);
+        }
+        let mut response = (status, Json(body)).into_response();
+        let retry_after = match &self {
+            Self::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
+            Self::Unavailable => Some(5),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge("request body is too large".into()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                Self::BadRequest("expected Content-Type: application/json".into())
+            }
+            _ => match &rejection {
+                JsonRejection::JsonDataError(e) => Self::field("body", e.body_text()),
+                _ => Self::BadRequest(format!("malformed JSON: {}", rejection.body_text())),
+            },
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::field("query", rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::field("path", rejection.body_text())
+    }
+}
+
+/// `Json` whose rejection is an [`ApiError`] (same error shape as everything else).
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct AppJson<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for AppJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}
+
+/// `Query` whose rejection is an [`ApiError`].
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct AppQuery<T>(pub T);

@@ -1,0 +1,112 @@
+//! The api: a thin axum service over PostgreSQL. It validates, writes rows and enqueues jobs
+//! in one transaction, and serves job status; it never calls an external service.
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use shared::config::{DbConfig, LogConfig};
+use tokio_util::sync::CancellationToken;
+
+pub mod auth;
+pub mod error;
+pub mod rate_limit;
+pub mod routes;
+pub mod state;
+
+use rate_limit::Rate;
+pub use state::{AppState, Settings};
+
+#[derive(clap::Parser, Clone)]
+#[command(name = "artsvao-api", about = "ARTSVAO CRM HTTP API")]
+pub struct ApiConfig {
+    #[command(flatten)]
+    pub db: DbConfig,
+    #[command(flatten)]
+    pub log: LogConfig,
+    /// Address to listen on.
+    #[arg(long, env = "API_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// HS256 signing secret for access tokens, at least 32 bytes.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Access token lifetime in seconds.
+    #[arg(long, env = "JWT_TTL_SECS", default_value_t = 12 * 3600)]
+    pub jwt_ttl_secs: i64,
+    /// General request limit per client IP and per user (the audit's 100/60s).
+    #[arg(long, env = "RATE_LIMIT", default_value = "100/60s")]
+    pub rate_limit: Rate,
+    /// Login attempts per client IP.
+    #[arg(long, env = "LOGIN_RATE_LIMIT", default_value = "10/60s")]
+    pub login_rate_limit: Rate,
+    /// Job status reads (polling, SSE) per client IP and per user.
+    #[arg(long, env = "STATUS_RATE_LIMIT", default_value = "600/60s")]
+    pub status_rate_limit: Rate,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
+    pub body_limit_bytes: usize,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Clone)]
+pub enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Create a user, or update the password, role and active flag of an existing one.
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long, value_parser = ["admin", "manager", "teacher"])]
+        role: String,
+    },
+    /// Create the database if missing and apply migrations, then exit.
+    Migrate,
+}
+
+impl ApiConfig {
+    /// The secret, refused when missing or shorter than 32 bytes.
+    pub fn jwt_secret(&self) -> anyhow::Result<&[u8]> {
+        match &self.jwt_secret {
+            Some(s) if s.len() >= 32 => Ok(s.as_bytes()),
+            Some(_) => anyhow::bail!("JWT_SECRET is shorter than 32 bytes; refusing to start"),
+            None => anyhow::bail!("JWT_SECRET is not set; refusing to start (scripts/dev generates one)"),
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings {
+            rate: self.rate_limit,
+            login_rate: self.login_rate_limit,
+            status_rate: self.status_rate_limit,
+            body_limit_bytes: self.body_limit_bytes,
+            readiness_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Creates the database if needed, migrates it and returns a pool.
+pub async fn connect_and_migrate(db: &DbConfig) -> anyhow::Result<sqlx::PgPool> {
+    shared::db::ensure_database(db).await.context("creating the database")?;
+    let pool = shared::db::connect(db, "artsvao-api").await.context("connecting")?;
+    jobs::engine::migrate(&pool).await.context("migrating")?;
+    Ok(pool)
+}
+
+pub fn state(config: &ApiConfig, db: sqlx::PgPool) -> anyhow::Result<AppState> {
+    Ok(AppState {
+        db,
+        tokens: Arc::new(auth::Tokens::new(config.jwt_secret()?, config.jwt_ttl_secs)),
+        limiter: Arc::new(rate_limit::Limiter::default()),
+        settings: Arc::new(config.settings()),
+    })
+}
+
+/// Serves until `shutdown`, finishing in-flight requests.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! `artsvao-api`: the HTTP API, plus admin commands (`create-user`, `migrate`).
+use anyhow::Context;
+use api::{auth, ApiConfig, Command};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    let config = ApiConfig::parse();
+    shared::telemetry::init(&config.log);
+    if let Err(error) = run(config).await {
+        tracing::error!(error = %format!("{error:#}"), "artsvao-api failed");
+        std::process::exit(1);
+    }
+}
+
+async fn run(config: ApiConfig) -> anyhow::Result<()> {
+    match config.command.clone().unwrap_or(Command::Serve) {
+        Command::Serve => {
+            config.jwt_secret()?;
+            shared::metrics::handle();
+            let db = api::connect_and_migrate(&config.db).await?;
+            let state = api::state(&config, db)?;
+            let listener = tokio::net::TcpListener::bind(config.addr)
+                .await
+                .with_context(|| format!("binding {}", config.addr))?;
+            tracing::info!(addr = %listener.local_addr()?, "api listening");
+            api::serve(listener, state, shared::shutdown::on_signal()).await
+        }
+        Command::CreateUser { email, password, role } => {
+            let db = api::connect_and_migrate(&config.db).await?;
+            let role = auth::Role::parse(&role).context("role")?;
+            let id = auth::upsert_user(&db, &email, &password, role)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            // CLI output for the operator.
+            println!("user {email} ({}) id {id}", role.as_str());
+            Ok(())
+        }
+        Command::Migrate => {
+            api::connect_and_migrate(&config.db).await?;
+            tracing::info!("database migrated");
+            Ok(())
+        }
+    }
+}

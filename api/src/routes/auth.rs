@@ -1,0 +1,71 @@
+//! `POST /api/auth/login` (email + password → bearer token) and `GET /api/auth/me`.
+use axum::{extract::State, routing::{get, post}, Json, Router};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{
+    auth::{verify_password, CurrentUser, Role, DUMMY_HASH},
+    error::{ApiError, AppJson, FieldErrors},
+    state::AppState,
+};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/me", get(me))
+}
+
+#[derive(Deserialize)]
+pub struct Login {
+    pub email: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+}
+
+#[tracing::instrument(skip_all)]
+async fn login(State(app): State<AppState>, AppJson(req): AppJson<Login>) -> Result<Json<TokenResponse>, ApiError> {
+    let mut fields = FieldErrors::new();
+    let email = req.email.unwrap_or_default().trim().to_string();
+    let password = req.password.unwrap_or_default();
+    if email.is_empty() {
+        fields.insert("email".into(), "required".into());
+    }
+    if password.is_empty() {
+        fields.insert("password".into(), "required".into());
+    }
+    if !fields.is_empty() {
+        return Err(ApiError::Validation(fields));
+    }
+    let row: Option<(Uuid, String, String)> = sqlx::query_as(
+        "select id, password_hash, role from users where lower(email) = lower($1) and active",
+    )
+    .bind(&email)
+    .fetch_optional(&app.db)
+    .await?;
+    let (hash, found) = match &row {
+        Some((_, hash, _)) => (hash.clone(), true),
+        None => (DUMMY_HASH.clone(), false),
+    };
+    let ok = verify_password(password, hash).await && found;
+    let Some((id, _, role)) = row.filter(|_| ok) else {
+        tracing::warn!("login refused");
+        return Err(ApiError::Unauthorized);
+    };
+    let role = Role::parse(&role).ok_or(ApiError::Unauthorized)?;
+    tracing::info!(user.id = %id, "login");
+    Ok(Json(TokenResponse {
+        access_token: app.tokens.issue(id, role)?,
+        token_type: "Bearer",
+        expires_in: app.tokens.ttl_secs,
+    }))
+}
+
+async fn me(user: CurrentUser) -> Json<CurrentUser> {
+    Json(user)
+}

@@ -1,0 +1,251 @@
+//! Job status for browsers: one job, a user's jobs, cancel, a live SSE stream and the
+//! artifact download. Reads only our ledger (`job_runs`), never the engine's tables.
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    extract::{Path, State},
+    http::{header, HeaderValue, StatusCode},
+    response::{
+        sse::{Event, KeepAlive, Sse},
+        IntoResponse, Response,
+    },
+    routing::{get, post},
+    Json, Router,
+};
+use futures::Stream;
+use jobs::ledger::{self, JobRun, ListFilter};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::{
+    auth::CurrentUser,
+    error::{ApiError, AppQuery, FieldErrors},
+    routes::Page,
+    state::AppState,
+};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/jobs", get(list))
+        .route("/api/jobs/{id}", get(show))
+        .route("/api/jobs/{id}/cancel", post(cancel))
+        .route("/api/jobs/{id}/events", get(events))
+        .route("/api/jobs/{id}/artifact", get(artifact))
+}
+
+/// `202 {job_id, status_url}`: the answer of every endpoint that enqueues.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub job_id: String,
+    pub status_url: String,
+}
+
+impl Accepted {
+    pub fn for_job(job: &jobs::Enqueued) -> (StatusCode, Json<Self>) {
+        (
+            StatusCode::ACCEPTED,
+            Json(Self { job_id: job.job_id.clone(), status_url: status_url(&job.job_id) }),
+        )
+    }
+}
+
+pub fn status_url(id: &str) -> String {
+    format!("/api/jobs/{id}")
+}
+
+#[derive(Debug, Serialize)]
+pub struct Progress {
+    pub percent: i16,
+    pub message: Option<String>,
+}
+
+/// The status JSON of a job.
+#[derive(Debug, Serialize)]
+pub struct JobStatus {
+    pub id: String,
+    pub kind: String,
+    pub state: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub progress: Progress,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub requested_by: Option<uuid::Uuid>,
+    pub cancel_requested: bool,
+    pub next_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub status_url: String,
+    pub artifact_url: Option<String>,
+}
+
+impl From<JobRun> for JobStatus {
+    fn from(r: JobRun) -> Self {
+        Self {
+            status_url: status_url(&r.id),
+            artifact_url: r.has_artifact.then(|| format!("/api/jobs/{}/artifact", r.id)),
+            progress: Progress { percent: r.progress_percent, message: r.progress_message },
+            id: r.id,
+            kind: r.kind,
+            state: r.state,
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            result: r.result,
+            error: r.error,
+            requested_by: r.requested_by,
+            cancel_requested: r.cancel_requested,
+            next_attempt_at: r.run_after,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+/// Job ids are ULIDs; anything else is a 422 naming `id`.
+fn parse_id(id: &str) -> Result<String, ApiError> {
+    ulid::Ulid::from_string(id)
+        .map(|u| u.to_string())
+        .map_err(|_| ApiError::field("id", "expected a job id (26-character ULID)"))
+}
+
+async fn load(app: &AppState, user: &CurrentUser, id: &str) -> Result<JobRun, ApiError> {
+    let id = parse_id(id)?;
+    ledger::get(&app.db, &id, user.job_viewer()).await?.ok_or(ApiError::NotFound)
+}
+
+#[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]
+async fn show(State(app): State<AppState>, user: CurrentUser, Path(id): Path<String>) -> Result<Json<JobStatus>, ApiError> {
+    Ok(Json(load(&app, &user, &id).await?.into()))
+}
+
+const STATES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
+
+#[derive(Deserialize)]
+struct ListQuery {
+    kind: Option<String>,
+    state: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+#[tracing::instrument(skip_all, fields(user.id = %user.id))]
+async fn list(State(app): State<AppState>, user: CurrentUser, AppQuery(q): AppQuery<ListQuery>) -> Result<Json<Value>, ApiError> {
+    let page = Page { limit: q.limit, offset: q.offset };
+    let mut fields = FieldErrors::new();
+    let (limit, offset) = match page.validate() {
+        Ok(v) => v,
+        Err(ApiError::Validation(f)) => {
+            fields.extend(f);
+            (0, 0)
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(state) = &q.state {
+        if !STATES.contains(&state.as_str()) {
+            fields.insert("state".into(), format!("one of {}", STATES.join(", ")));
+        }
+    }
+    if !fields.is_empty() {
+        return Err(ApiError::Validation(fields));
+    }
+    // Everyone lists their own jobs; admins reach others' jobs by id.
+    let filter = ListFilter { kind: q.kind, state: q.state, limit, offset };
+    let (items, total) = ledger::list(&app.db, Some(user.id), &filter).await?;
+    let items: Vec<JobStatus> = items.into_iter().map(Into::into).collect();
+    Ok(Json(json!({"items": items, "total": total})))
+}
+
+#[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]
+async fn cancel(State(app): State<AppState>, user: CurrentUser, Path(id): Path<String>) -> Result<(StatusCode, Json<JobStatus>), ApiError> {
+    let id = parse_id(&id)?;
+    let state = jobs::engine::cancel(&app.db, &id, user.job_viewer())
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tracing::info!(%state, "cancel requested");
+    let run = ledger::get(&app.db, &id, user.job_viewer()).await?.ok_or(ApiError::NotFound)?;
+    let status = if run.is_terminal() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, Json(run.into())))
+}
+
+/// How often an SSE stream reads new events of its job (a primary-key range read).
+const EVENT_POLL: Duration = Duration::from_millis(200);
+
+/// Server-Sent Events: each recorded change of the job (state, attempts, progress) in order,
+/// as `event: job` with the status JSON; the stream ends after a terminal state.
+#[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]
+async fn events(State(app): State<AppState>, user: CurrentUser, Path(id): Path<String>) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let run = load(&app, &user, &id).await?;
+    struct Cursor {
+        db: sqlx::PgPool,
+        id: String,
+        after: i64,
+        pending: std::collections::VecDeque<ledger::JobEvent>,
+        done: bool,
+        first: bool,
+    }
+    let cursor = Cursor { db: app.db.clone(), id: run.id, after: 0, pending: Default::default(), done: false, first: true };
+    let stream = futures::stream::unfold(cursor, |mut c| async move {
+        loop {
+            if let Some(e) = c.pending.pop_front() {
+                c.after = e.id;
+                let terminal = matches!(e.state.as_str(), "succeeded" | "failed" | "cancelled");
+                if terminal {
+                    c.done = true;
+                    c.pending.clear();
+                }
+                let data = json!({
+                    "id": c.id, "state": e.state, "attempts": e.attempts,
+                    "progress": {"percent": e.progress_percent, "message": e.progress_message},
+                    "error": e.error, "at": e.at,
+                });
+                let event = Event::default().event("job").id(e.id.to_string()).data(data.to_string());
+                return Some((Ok(event), c));
+            }
+            if c.done {
+                return None;
+            }
+            if !c.first {
+                tokio::time::sleep(EVENT_POLL).await;
+            }
+            c.first = false;
+            match ledger::events_after(&c.db, &c.id, c.after).await {
+                Ok(events) => c.pending.extend(events),
+                Err(error) => {
+                    tracing::warn!(%error, job.id = %c.id, "SSE: cannot read job events; closing stream");
+                    return None;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]
+async fn artifact(State(app): State<AppState>, user: CurrentUser, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let file = ledger::artifact(&app.db, &id, user.job_viewer()).await?.ok_or(ApiError::NotFound)?;
+    let disposition = format!(
+        "attachment; filename=\"{}\"; filename*=UTF-8''{}",
+        file.file_name.replace(['"', '\\'], "_").chars().filter(char::is_ascii).collect::<String>(),
+        percent_encode(&file.file_name)
+    );
+    let mut response = file.bytes.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(&file.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")));
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
+/// RFC 5987 encoding for the UTF-8 file name (Cyrillic names of timesheets).
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

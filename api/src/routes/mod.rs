@@ -1,0 +1,85 @@
+//! The HTTP surface: every route, and the layers around them (request id, tracing, body limit,
+//! rate limits, JSON 404).
+use axum::{
+    extract::DefaultBodyLimit,
+    http::{HeaderName, Request},
+    middleware,
+    Router,
+};
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::{error::ApiError, state::AppState};
+
+pub mod auth;
+pub mod health;
+pub mod jobs;
+pub mod users;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings.body_limit_bytes;
+    Router::new()
+        .merge(health::routes())
+        .merge(auth::routes())
+        .merge(jobs::routes())
+        .merge(users::routes())
+        .fallback(|| async { ApiError::NotFound })
+        .layer(middleware::from_fn_with_state(state.clone(), crate::rate_limit::limit))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let request_id = request
+                .extensions()
+                .get::<RequestId>()
+                .and_then(|id| id.header_value().to_str().ok())
+                .unwrap_or("");
+            tracing::info_span!(
+                "request",
+                request_id = %request_id,
+                method = %request.method(),
+                path = %request.uri().path(),
+            )
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// The request id of the current request (set by the layer above), for the job ledger.
+pub fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// `{items, total}` with `limit` / `offset`, the shape of every list endpoint.
+#[derive(Debug, serde::Deserialize)]
+pub struct Page {
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+impl Page {
+    pub const MAX_LIMIT: i64 = 200;
+
+    pub fn validate(&self) -> Result<(i64, i64), ApiError> {
+        let limit = self.limit.unwrap_or(50);
+        let offset = self.offset.unwrap_or(0);
+        let mut fields = crate::error::FieldErrors::new();
+        if !(1..=Self::MAX_LIMIT).contains(&limit) {
+            fields.insert("limit".into(), format!("must be between 1 and {}", Self::MAX_LIMIT));
+        }
+        if offset < 0 {
+            fields.insert("offset".into(), "must not be negative".into());
+        }
+        if fields.is_empty() {
+            Ok((limit, offset))
+        } else {
+            Err(ApiError::Validation(fields))
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The queue engine boundary: everything that knows apalis-postgres and its `apalis` schema.
+//!
+//! We use apalis-postgres 1.0 as the storage layer — its schema and migrations, its transactional
+//! `push_tasks`, its insert trigger that NOTIFYs `apalis::job::insert` — and drive it with our
+//! own claim / complete / heartbeat statements instead of apalis' worker state machine, which
+//! has the traps measured in `reference/apalis-postgres-findings.md` (a worker that dies on the
+//! first DB error, heartbeats and acks that only happen between fetches, no durable backoff).
+//! Each statement below also moves the `job_runs` ledger in the same round trip.
+use std::time::Duration;
+
+use apalis_core::task::{builder::TaskBuilder, task_id::TaskId};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use ulid::Ulid;
+use uuid::Uuid;
+
+use crate::enqueue::EnqueueError;
+
+/// The channel apalis' insert trigger notifies, payload `{"job_type": .., "id": ..}`.
+pub const INSERT_CHANNEL: &str = "apalis::job::insert";
+
+/// Applies the engine's migrations, then the application's, each under sqlx's advisory lock.
+/// Both share `_sqlx_migrations`, so each ignores versions that belong to the other.
+pub async fn migrate(pool: &PgPool) -> Result<(), shared::db::DbError> {
+    let mut engine = apalis_postgres::PostgresStorage::migrations();
+    engine.set_ignore_missing(true);
+    engine.run(pool).await?;
+    shared::db::migrate_app(pool).await
+}
+
+/// Inserts engine rows for already-ledgered jobs, in the caller's transaction.
+pub(crate) async fn push(
+    conn: &mut PgConnection,
+    kind: &str,
+    max_attempts: u32,
+    jobs: Vec<(String, Vec<u8>)>,
+) -> Result<(), EnqueueError> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let mut tasks = Vec::with_capacity(jobs.len());
+    for (id, payload) in jobs {
+        let ulid = Ulid::from_string(&id).map_err(|e| EnqueueError::Engine(e.to_string()))?;
+        tasks.push(
+            TaskBuilder::new(payload)
+                .task_id(TaskId::from_ulid(ulid))
+                .max_attempts(max_attempts as usize)
+                .build(),
+        );
+    }
+    apalis_postgres::queries::push_tasks(conn, kind, tasks)
+        .await
+        .map_err(|e| EnqueueError::Engine(e.to_string()))
+}
+
+/// A job claimed by a worker for one attempt.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: String,
+    pub payload: Vec<u8>,
+    /// 1-based number of this attempt (crashed attempts count).
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub cancel_requested: bool,
+    pub requested_by: Option<Uuid>,
+    pub request_id: Option<String>,
+}
+
+/// Claims up to `limit` due jobs of `kind` for `worker` (`FOR UPDATE SKIP LOCKED`), marks them
+/// running in the engine and the ledger, in one statement.
+pub async fn claim(
+    pool: &PgPool,
+    worker: &str,
+    kind: &str,
+    limit: usize,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    sqlx::query_as(
+        "with next as (
+             select id from apalis.jobs
+             where job_type = $2 and run_at <= now()
+               and (status = 'Pending' or (status = 'Failed' and attempts < max_attempts))
+             order by priority desc, run_at
+             limit $3
+             for update skip locked
+         ), claimed as (
+             update apalis.jobs j
+             set status = 'Running', lock_by = $1, lock_at = now(), attempts = j.attempts + 1
+             from next where j.id = next.id
+             returning j.id, j.job, j.attempts, j.max_attempts, j.run_at
+         ), ledger as (
+             update job_runs r
+             set state = 'running', attempts = c.attempts, started_at = coalesce(r.started_at, now()),
+                 run_after = null, updated_at = now()
+             from claimed c where r.id = c.id and r.state <> 'cancelled'
+             returning r.id, r.cancel_requested, r.requested_by, r.request_id
+         )
+         select c.id, c.job as payload, c.attempts as attempt, c.max_attempts,
+                coalesce(l.cancel_requested, true) as cancel_requested,
+                l.requested_by, l.request_id
+         from claimed c left join ledger l on l.id = c.id
+         order by c.run_at",
+    )
+    .bind(worker)
+    .bind(kind)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await
+}
+
+/// How one attempt ended, as the runtime reports it to [`complete`].
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Succeeded(Value),
+    /// Run again after `delay`; the ledger shows `queued` with the error and `run_after`.
+    Retry { error: String, delay: Duration },
+    Failed(String),
+    Cancelled,
+    /// Not run to the end through no fault of the job (shutdown): back to the queue, the
+    /// attempt not counted.
+    Released,
+}
+
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub id: String,
+    pub outcome: Outcome,
+}
+
+/// Records many outcomes of one worker process in one statement. Rows whose lease the process
+/// no longer holds (re-queued after a lost heartbeat) are left alone: the other run owns them.
+/// Returns the ids that were recorded.
+pub async fn complete(
+    pool: &PgPool,
+    process: &str,
+    completions: &[Completion],
+) -> Result<Vec<String>, sqlx::Error> {
+    let n = completions.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut outcomes = Vec::with_capacity(n);
+    let mut results: Vec<Option<Value>> = Vec::with_capacity(n);
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut delays = Vec::with_capacity(n);
+    for c in completions {
+        ids.push(c.id.clone());
+        let (name, result, error, delay) = match &c.outcome {
+            Outcome::Succeeded(v) => ("succeeded", Some(v.clone()), None, 0i64),
+            Outcome::Retry { error, delay } => {
+                ("retry", None, Some(error.clone()), delay.as_millis() as i64)
+            }
+            Outcome::Failed(e) => ("failed", None, Some(e.clone()), 0),
+            Outcome::Cancelled => ("cancelled", None, Some("cancelled by request".into()), 0),
+            Outcome::Released => ("released", None, None, 0),
+        };
+        outcomes.push(name);
+        results.push(result);
+        errors.push(error);
+        delays.push(delay);
+    }
+    let done: Vec<String> = sqlx::query_scalar(
+        "with o as (
+             select * from unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::bigint[])
+                 as o(id, outcome, result, error, delay_ms)
+         ), eng as (
+             update apalis.jobs j
+             set status = case o.outcome when 'succeeded' then 'Done' when 'retry' then 'Failed'
+                                         when 'released' then 'Pending' else 'Killed' end,
+                 run_at = case when o.outcome = 'retry'
+                               then now() + o.delay_ms * interval '1 millisecond' else j.run_at end,
+                 attempts = case when o.outcome = 'released' then greatest(j.attempts - 1, 0)
+                                 else j.attempts end,
+                 lock_by = null,
+                 done_at = case when o.outcome in ('retry', 'released') then null else now() end,
+                 last_result = case when o.outcome = 'succeeded' then jsonb_build_object('Ok', o.result)
+                                    else jsonb_build_object('Err', o.error) end
+             from o
+             where j.id = o.id and j.lock_by = $6 || '/' || j.job_type and j.status = 'Running'
+             returning j.id, j.attempts, j.run_at
+         )
+         update job_runs r
+         set state = case o.outcome when 'succeeded' then 'succeeded' when 'retry' then 'queued'
+                                    when 'released' then 'queued' when 'cancelled' then 'cancelled'
+                                    else 'failed' end,
+             attempts = eng.attempts,
+             result = o.result,
+             error = case when o.outcome = 'released' then r.error else o.error end,
+             progress_percent = case when o.outcome = 'succeeded' then 100 else r.progress_percent end,
+             run_after = case when o.outcome = 'retry' then eng.run_at else null end,
+             finished_at = case when o.outcome in ('retry', 'released') then null else now() end,
+             updated_at = now()
+         from o join eng on eng.id = o.id
+         where r.id = o.id
+         returning r.id",
+    )
+    .bind(&ids)
+    .bind(&outcomes)
+    .bind(&results)
+    .bind(&errors)
+    .bind(&delays)
+    .bind(process)
+    .fetch_all(pool)
+    .await?;
+    Ok(done)
+}
+
+/// Registers one engine worker row per kind for this process, all named `{process}/{kind}`.
+pub async fn register_worker(pool: &PgPool, process: &str, kinds: &[&str]) -> Result<(), sqlx::Error> {
+    let names: Vec<String> = kinds.iter().map(|k| worker_name(process, k)).collect();
+    let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+    sqlx::query(
+        "insert into apalis.workers (id, worker_type, storage_name, layers, last_seen)
+         select id, kind, 'artsvao', '', now() from unnest($1::text[], $2::text[]) as t(id, kind)
+         on conflict (id) do update set last_seen = now()",
+    )
+    .bind(&names)
+    .bind(&kinds)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub fn worker_name(process: &str, kind: &str) -> String {
+    format!("{process}/{kind}")
+}
+
+/// Marks every worker row of this process alive. Returns false when the rows are gone.
+pub async fn heartbeat(pool: &PgPool, process: &str) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "update apalis.workers set last_seen = now() where id like $1 || '/%'",
+    )
+    .bind(process)
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() > 0)
+}
+
+/// Marks this process's worker rows dead (at clean shutdown), so nobody waits for them.
+pub async fn deregister_worker(pool: &PgPool, process: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("update apalis.workers set last_seen = 'epoch' where id like $1 || '/%'")
+        .bind(process)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Puts back in the queue the jobs held by workers unseen for `dead_after` (crashed or
+/// partitioned processes). The attempt they were on stays counted. Returns the ids.
+pub async fn reclaim_orphans(pool: &PgPool, dead_after: Duration) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "with stale as (
+             select j.id from apalis.jobs j
+             where j.status in ('Running', 'Queued') and j.lock_by is not null
+               and not exists (select 1 from apalis.workers w
+                               where w.id = j.lock_by and w.last_seen > now() - $1::interval)
+             for update of j skip locked
+         ), requeued as (
+             update apalis.jobs j set status = 'Pending', lock_by = null, lock_at = null
+             from stale where j.id = stale.id
+             returning j.id
+         )
+         update job_runs r
+         set state = 'queued', error = 'worker lost during attempt ' || r.attempts || '; re-queued',
+             updated_at = now()
+         from requeued q where r.id = q.id and r.state = 'running'
+         returning r.id",
+    )
+    .bind(format!("{} milliseconds", dead_after.as_millis()))
+    .fetch_all(pool)
+    .await
+}
+
+/// Cancels a job for `user` (`None` = admin, any job). A queued job is cancelled at once; a
+/// running one gets its cancel flag set and ends `cancelled` at its next checkpoint.
+/// Returns the state after the request, or `None` when the job is not visible.
+pub async fn cancel(
+    pool: &PgPool,
+    id: &str,
+    user: Option<Uuid>,
+) -> Result<Option<String>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let state: Option<String> = sqlx::query_scalar(
+        "update job_runs set cancel_requested = true, updated_at = now()
+         where id = $1 and ($2::uuid is null or requested_by = $2)
+         returning state",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(state) = state else {
+        return Ok(None);
+    };
+    let mut state = state;
+    if state == "queued" {
+        // Only if no worker holds it: otherwise it is running and sees the flag.
+        let killed = sqlx::query(
+            "update apalis.jobs set status = 'Killed', done_at = now(),
+                 last_result = '{\"Err\": \"cancelled by request\"}'
+             where id = $1 and status in ('Pending', 'Failed')",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if killed.rows_affected() == 1 {
+            sqlx::query(
+                "update job_runs set state = 'cancelled', finished_at = now(), run_after = null,
+                     error = 'cancelled by request', updated_at = now()
+                 where id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            state = "cancelled".into();
+        }
+    }
+    tx.commit().await?;
+    Ok(Some(state))
+}
+
+/// Queue depth and age of the oldest due job, per kind (for `/metrics`).
+#[derive(Debug, sqlx::FromRow)]
+pub struct QueueStats {
+    pub kind: String,
+    pub queued: i64,
+    pub oldest_age_seconds: f64,
+}
+
+pub async fn queue_stats(pool: &PgPool) -> Result<Vec<QueueStats>, sqlx::Error> {
+    sqlx::query_as(
+        "select kind, count(*) as queued,
+                coalesce(extract(epoch from now() - min(coalesce(run_after, created_at))
+                    filter (where coalesce(run_after, created_at) <= now()))::float8, 0)
+                    as oldest_age_seconds
+         from job_runs where state = 'queued' group by kind order by kind",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Refreshes the queue gauges (depth and oldest due age per kind) from the ledger; called on
+/// each `/metrics` scrape of the api and the worker.
+pub async fn record_queue_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
+    for s in queue_stats(pool).await? {
+        metrics::gauge!("jobs_queued", "kind" => s.kind.clone()).set(s.queued as f64);
+        metrics::gauge!("jobs_oldest_queued_age_seconds", "kind" => s.kind).set(s.oldest_age_seconds);
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! The one way to create a job: a ledger row plus an engine row, inside the caller's
+//! transaction, with a fresh ULID. A rolled-back transaction leaves neither.
+use sqlx::PgConnection;
+use ulid::Ulid;
+use uuid::Uuid;
+
+use crate::{engine, Job};
+
+/// Who asked for the work: recorded in the ledger (job ownership) and logged with the job.
+#[derive(Debug, Clone, Default)]
+pub struct Requester {
+    pub user_id: Option<Uuid>,
+    pub request_id: Option<String>,
+}
+
+impl Requester {
+    /// Work nobody asked for in a request (cron ticks).
+    pub fn system() -> Self {
+        Self::default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub job_id: String,
+    /// True when a queued or running job with the same dedup key was returned instead.
+    pub deduplicated: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("cannot encode job payload: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("queue engine: {0}")]
+    Engine(String),
+}
+
+/// Enqueues one job in the caller's transaction (`&mut *tx`).
+pub async fn enqueue<J: Job>(
+    conn: &mut PgConnection,
+    requester: &Requester,
+    job: &J,
+) -> Result<Enqueued, EnqueueError> {
+    let mut out = enqueue_many(conn, requester, std::slice::from_ref(job)).await?;
+    out.pop()
+        .ok_or_else(|| EnqueueError::Engine("enqueue returned no job".into()))
+}
+
+/// Enqueues many jobs of one kind with two statements (ledger, engine), in input order.
+pub async fn enqueue_many<J: Job>(
+    conn: &mut PgConnection,
+    requester: &Requester,
+    jobs: &[J],
+) -> Result<Vec<Enqueued>, EnqueueError> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = jobs.iter().map(|_| Ulid::generate().to_string()).collect();
+    let keys: Vec<Option<String>> = jobs.iter().map(Job::dedup_key).collect();
+    let payloads = jobs
+        .iter()
+        .map(serde_json::to_vec)
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "insert into job_runs (id, kind, max_attempts, requested_by, request_id, dedup_key)
+         select id, $2, $3, $4, $5, key from unnest($1::text[], $6::text[]) as t(id, key)
+         on conflict (kind, dedup_key) where dedup_key is not null and state in ('queued', 'running')
+         do nothing
+         returning id",
+    )
+    .bind(&ids)
+    .bind(J::KIND)
+    .bind(J::MAX_ATTEMPTS as i32)
+    .bind(requester.user_id)
+    .bind(&requester.request_id)
+    .bind(&keys)
+    .fetch_all(&mut *conn)
+    .await?;
+
+    let all_new = inserted.len() == ids.len();
+    let mut existing_by_key = std::collections::HashMap::new();
+    if !all_new {
+        let wanted: Vec<String> = keys.iter().flatten().cloned().collect();
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "select dedup_key, id from job_runs
+             where kind = $1 and dedup_key = any($2) and state in ('queued', 'running')",
+        )
+        .bind(J::KIND)
+        .bind(&wanted)
+        .fetch_all(&mut *conn)
+        .await?;
+        existing_by_key.extend(rows);
+    }
+    let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+
+    let mut to_push = Vec::with_capacity(inserted.len());
+    let mut out = Vec::with_capacity(ids.len());
+    for ((id, key), payload) in ids.into_iter().zip(keys).zip(payloads) {
+        if inserted.contains(&id) {
+            to_push.push((id.clone(), payload));
+            out.push(Enqueued {
+                job_id: id,
+                deduplicated: false,
+            });
+        } else {
+            let existing = key
+                .and_then(|k| existing_by_key.get(&k).cloned())
+                .ok_or_else(|| EnqueueError::Engine("deduplicated job not found".into()))?;
+            out.push(Enqueued {
+                job_id: existing,
+                deduplicated: true,
+            });
+        }
+    }
+    let pushed = to_push.len();
+    engine::push(conn, J::KIND, J::MAX_ATTEMPTS, to_push).await?;
+    metrics::counter!("jobs_enqueued_total", "kind" => J::KIND).increment(pushed as u64);
+    Ok(out)
+}

@@ -1,0 +1,53 @@
+//! How a job attempt ends when it does not succeed.
+use std::time::Duration;
+
+/// A failed attempt: transient errors are retried with backoff, permanent ones fail the job
+/// at once with a message a person can read, `Cancelled` ends it as cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{message}")]
+    Transient {
+        message: String,
+        /// The remote side asked us to wait at least this long (`Retry-After`).
+        retry_after: Option<Duration>,
+    },
+    #[error("{0}")]
+    Permanent(String),
+    #[error("cancelled by request")]
+    Cancelled,
+}
+
+impl JobError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::Transient {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn retry_after(message: impl Into<String>, delay: Duration) -> Self {
+        Self::Transient {
+            message: message.into(),
+            retry_after: Some(delay),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::Permanent(message.into())
+    }
+}
+
+impl From<sqlx::Error> for JobError {
+    /// Data and constraint errors (SQLSTATE classes 22 and 23) will fail the same way again;
+    /// everything else (connection, timeout, serialization) may pass on a retry.
+    fn from(error: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &error {
+            if let Some(code) = db.code() {
+                if code.starts_with("22") || code.starts_with("23") {
+                    return Self::Permanent(format!("database rejected the data: {db}"));
+                }
+            }
+        }
+        Self::transient(format!("database error: {error}"))
+    }
+}
