@@ -47,7 +47,9 @@ impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match error {
             // Pool exhausted or database down: tell the client to come back.
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Self::Unavailable,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable
+            }
             other => Self::Internal(other.into()),
         }
     }
@@ -65,18 +67,50 @@ impl From<jobs::enqueue::EnqueueError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = match &self {
-            Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "the request has invalid fields".to_string()),
+            Self::Validation(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "the request has invalid fields".to_string(),
+            ),
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
-            Self::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m.clone()),
-            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such resource".to_string()),
+            Self::PayloadTooLarge(m) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                m.clone(),
+            ),
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such resource".to_string(),
+            ),
             Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
-            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required".to_string()),
-            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "your role may not do this".to_string()),
-            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry later".to_string()),
-            Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is temporarily unavailable; retry later".to_string()),
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required".to_string(),
+            ),
+            Self::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "your role may not do this".to_string(),
+            ),
+            Self::TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests; retry later".to_string(),
+            ),
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the service is temporarily unavailable; retry later".to_string(),
+            ),
             Self::Internal(error) => {
                 tracing::error!(error = %format!("{error:#}"), "request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".to_string())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error".to_string(),
+                )
             }
         };
         if let Self::Unavailable = &self {
@@ -104,7 +138,9 @@ impl IntoResponse for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge("request body is too large".into()),
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::PayloadTooLarge("request body is too large".into())
+            }
             StatusCode::UNSUPPORTED_MEDIA_TYPE => {
                 Self::BadRequest("expected Content-Type: application/json".into())
             }

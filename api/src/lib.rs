@@ -70,7 +70,9 @@ impl ApiConfig {
         match &self.jwt_secret {
             Some(s) if s.len() >= 32 => Ok(s.as_bytes()),
             Some(_) => anyhow::bail!("JWT_SECRET is shorter than 32 bytes; refusing to start"),
-            None => anyhow::bail!("JWT_SECRET is not set; refusing to start (scripts/dev generates one)"),
+            None => anyhow::bail!(
+                "JWT_SECRET is not set; refusing to start (scripts/dev generates one)"
+            ),
         }
     }
 
@@ -87,8 +89,12 @@ impl ApiConfig {
 
 /// Creates the database if needed, migrates it and returns a pool.
 pub async fn connect_and_migrate(db: &DbConfig) -> anyhow::Result<sqlx::PgPool> {
-    shared::db::ensure_database(db).await.context("creating the database")?;
-    let pool = shared::db::connect(db, "artsvao-api").await.context("connecting")?;
+    shared::db::ensure_database(db)
+        .await
+        .context("creating the database")?;
+    let pool = shared::db::connect(db, "artsvao-api")
+        .await
+        .context("connecting")?;
     jobs::engine::migrate(&pool).await.context("migrating")?;
     Ok(pool)
 }
@@ -103,7 +109,11 @@ pub fn state(config: &ApiConfig, db: sqlx::PgPool) -> anyhow::Result<AppState> {
 }
 
 /// Serves until `shutdown`, finishing in-flight requests.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -26,7 +26,11 @@ async fn run(config: ApiConfig) -> anyhow::Result<()> {
             tracing::info!(addr = %listener.local_addr()?, "api listening");
             api::serve(listener, state, shared::shutdown::on_signal()).await
         }
-        Command::CreateUser { email, password, role } => {
+        Command::CreateUser {
+            email,
+            password,
+            role,
+        } => {
             let db = api::connect_and_migrate(&config.db).await?;
             let role = auth::Role::parse(&role).context("role")?;
             let id = auth::upsert_user(&db, &email, &password, role)

@@ -31,11 +31,24 @@ impl std::str::FromStr for Rate {
     type Err = String;
     /// `100/60s`, `10/1m`, `600/60s`.
     fn from_str(s: &str) -> Result<Self, String> {
-        let (count, period) = s.split_once('/').ok_or("expected COUNT/PERIOD, e.g. 100/60s")?;
-        let count: u32 = count.trim().parse().map_err(|_| format!("bad count in {s:?}"))?;
+        let (count, period) = s
+            .split_once('/')
+            .ok_or("expected COUNT/PERIOD, e.g. 100/60s")?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad count in {s:?}"))?;
         let period = period.trim();
-        let (num, unit) = period.split_at(period.find(|c: char| !c.is_ascii_digit()).unwrap_or(period.len()));
-        let num: u64 = if num.is_empty() { 1 } else { num.parse().map_err(|_| format!("bad period in {s:?}"))? };
+        let (num, unit) = period.split_at(
+            period
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(period.len()),
+        );
+        let num: u64 = if num.is_empty() {
+            1
+        } else {
+            num.parse().map_err(|_| format!("bad period in {s:?}"))?
+        };
         let secs = match unit {
             "s" | "" => num,
             "m" => num * 60,
@@ -45,7 +58,10 @@ impl std::str::FromStr for Rate {
         if count == 0 || secs == 0 {
             return Err(format!("rate must be positive: {s:?}"));
         }
-        Ok(Self { count, period: Duration::from_secs(secs) })
+        Ok(Self {
+            count,
+            period: Duration::from_secs(secs),
+        })
     }
 }
 
@@ -61,7 +77,9 @@ pub struct Limiter {
 
 impl Default for Limiter {
     fn default() -> Self {
-        Self { buckets: Mutex::new(HashMap::new()) }
+        Self {
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -78,7 +96,10 @@ impl Limiter {
                 b.tokens + now.duration_since(b.at).as_secs_f64() * per_sec < capacity
             });
         }
-        let b = buckets.entry((bucket, key)).or_insert(Bucket { tokens: capacity, at: now });
+        let b = buckets.entry((bucket, key)).or_insert(Bucket {
+            tokens: capacity,
+            at: now,
+        });
         b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * per_sec).min(capacity);
         b.at = now;
         if b.tokens >= 1.0 {
@@ -118,7 +139,9 @@ pub async fn limit(State(app): State<AppState>, request: Request, next: Next) ->
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let (parts, body) = request.into_parts();
-    let user = bearer(&parts).and_then(|t| app.tokens.verify(t)).map(|c| c.sub);
+    let user = bearer(&parts)
+        .and_then(|t| app.tokens.verify(t))
+        .map(|c| c.sub);
     let request = Request::from_parts(parts, body);
 
     let mut refusal = None;
@@ -134,8 +157,10 @@ pub async fn limit(State(app): State<AppState>, request: Request, next: Next) ->
     }
     if let Some(wait) = refusal {
         tracing::warn!(bucket, ?ip, "rate limited");
-        return ApiError::TooManyRequests { retry_after_secs: wait.as_secs_f64().ceil() as u64 }
-            .into_response();
+        return ApiError::TooManyRequests {
+            retry_after_secs: wait.as_secs_f64().ceil() as u64,
+        }
+        .into_response();
     }
     next.run(request).await
 }

@@ -3,7 +3,10 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
-use crate::{auth::Tokens, rate_limit::{Limiter, Rate}};
+use crate::{
+    auth::Tokens,
+    rate_limit::{Limiter, Rate},
+};
 
 /// Request-handling settings derived from the config.
 #[derive(Debug, Clone)]

@@ -112,7 +112,10 @@ pub async fn claim(
 pub enum Outcome {
     Succeeded(Value),
     /// Run again after `delay`; the ledger shows `queued` with the error and `run_after`.
-    Retry { error: String, delay: Duration },
+    Retry {
+        error: String,
+        delay: Duration,
+    },
     Failed(String),
     Cancelled,
     /// Not run to the end through no fault of the job (shutdown): back to the queue, the
@@ -203,7 +206,11 @@ pub async fn complete(
 }
 
 /// Registers one engine worker row per kind for this process, all named `{process}/{kind}`.
-pub async fn register_worker(pool: &PgPool, process: &str, kinds: &[&str]) -> Result<(), sqlx::Error> {
+pub async fn register_worker(
+    pool: &PgPool,
+    process: &str,
+    kinds: &[&str],
+) -> Result<(), sqlx::Error> {
     let names: Vec<String> = kinds.iter().map(|k| worker_name(process, k)).collect();
     let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
     sqlx::query(
@@ -224,12 +231,11 @@ pub fn worker_name(process: &str, kind: &str) -> String {
 
 /// Marks every worker row of this process alive. Returns false when the rows are gone.
 pub async fn heartbeat(pool: &PgPool, process: &str) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "update apalis.workers set last_seen = now() where id like $1 || '/%'",
-    )
-    .bind(process)
-    .execute(pool)
-    .await?;
+    let updated =
+        sqlx::query("update apalis.workers set last_seen = now() where id like $1 || '/%'")
+            .bind(process)
+            .execute(pool)
+            .await?;
     Ok(updated.rows_affected() > 0)
 }
 
@@ -244,7 +250,10 @@ pub async fn deregister_worker(pool: &PgPool, process: &str) -> Result<(), sqlx:
 
 /// Puts back in the queue the jobs held by workers unseen for `dead_after` (crashed or
 /// partitioned processes). The attempt they were on stays counted. Returns the ids.
-pub async fn reclaim_orphans(pool: &PgPool, dead_after: Duration) -> Result<Vec<String>, sqlx::Error> {
+pub async fn reclaim_orphans(
+    pool: &PgPool,
+    dead_after: Duration,
+) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "with stale as (
              select j.id from apalis.jobs j
@@ -341,7 +350,8 @@ pub async fn queue_stats(pool: &PgPool) -> Result<Vec<QueueStats>, sqlx::Error> 
 pub async fn record_queue_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
     for s in queue_stats(pool).await? {
         metrics::gauge!("jobs_queued", "kind" => s.kind.clone()).set(s.queued as f64);
-        metrics::gauge!("jobs_oldest_queued_age_seconds", "kind" => s.kind).set(s.oldest_age_seconds);
+        metrics::gauge!("jobs_oldest_queued_age_seconds", "kind" => s.kind)
+            .set(s.oldest_age_seconds);
     }
     Ok(())
 }

@@ -36,7 +36,11 @@ const COLUMNS: &str = "r.id, r.kind, r.state, r.attempts, r.max_attempts, r.prog
     r.created_at, r.started_at, r.finished_at,
     exists (select 1 from artifacts a where a.job_id = r.id) as has_artifact";
 
-pub async fn get(pool: &PgPool, id: &str, viewer: Option<Uuid>) -> Result<Option<JobRun>, sqlx::Error> {
+pub async fn get(
+    pool: &PgPool,
+    id: &str,
+    viewer: Option<Uuid>,
+) -> Result<Option<JobRun>, sqlx::Error> {
     let sql = format!(
         "select {COLUMNS} from job_runs r where r.id = $1 and ($2::uuid is null or r.requested_by = $2)"
     );
@@ -116,7 +120,11 @@ pub struct JobEvent {
     pub at: DateTime<Utc>,
 }
 
-pub async fn events_after(pool: &PgPool, job_id: &str, after: i64) -> Result<Vec<JobEvent>, sqlx::Error> {
+pub async fn events_after(
+    pool: &PgPool,
+    job_id: &str,
+    after: i64,
+) -> Result<Vec<JobEvent>, sqlx::Error> {
     sqlx::query_as(
         "select id, state, attempts, progress_percent, progress_message, error, at
          from job_events where job_id = $1 and id > $2 order by id limit 500",
@@ -134,7 +142,11 @@ pub struct Artifact {
     pub bytes: Vec<u8>,
 }
 
-pub async fn artifact(pool: &PgPool, job_id: &str, viewer: Option<Uuid>) -> Result<Option<Artifact>, sqlx::Error> {
+pub async fn artifact(
+    pool: &PgPool,
+    job_id: &str,
+    viewer: Option<Uuid>,
+) -> Result<Option<Artifact>, sqlx::Error> {
     sqlx::query_as(
         "select a.file_name, a.content_type, a.bytes from artifacts a join job_runs r on r.id = a.job_id
          where a.job_id = $1 and ($2::uuid is null or r.requested_by = $2)",

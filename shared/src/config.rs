@@ -27,7 +27,11 @@ pub struct DbConfig {
     pub db_statement_timeout_ms: u64,
     /// Server-side `idle_in_transaction_session_timeout` in milliseconds: a connection left
     /// inside an open transaction is closed by PostgreSQL instead of holding locks.
-    #[arg(long, env = "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", default_value_t = 60_000)]
+    #[arg(
+        long,
+        env = "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
     pub db_idle_in_transaction_timeout_ms: u64,
 }
 

@@ -24,13 +24,19 @@ pub enum DbError {
 }
 
 /// Connection options with the server-side timeouts every session must carry.
-pub fn connect_options(config: &DbConfig, application_name: &str) -> Result<PgConnectOptions, DbError> {
+pub fn connect_options(
+    config: &DbConfig,
+    application_name: &str,
+) -> Result<PgConnectOptions, DbError> {
     let options = PgConnectOptions::from_str(&config.database_url)
         .map_err(|e| DbError::InvalidUrl(e.to_string()))?;
     Ok(options
         .application_name(application_name)
         .options([
-            ("statement_timeout", format!("{}ms", config.db_statement_timeout_ms)),
+            (
+                "statement_timeout",
+                format!("{}ms", config.db_statement_timeout_ms),
+            ),
             (
                 "idle_in_transaction_session_timeout",
                 format!("{}ms", config.db_idle_in_transaction_timeout_ms),

@@ -67,7 +67,11 @@ impl WorkerConfig {
 }
 
 /// Connects, migrates (creating the database if needed) and runs the worker until `shutdown`.
-pub async fn run(config: WorkerConfig, registry: Registry, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: WorkerConfig,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let registry = registry
         .only(&config.queues)
         .and_then(|r| r.with_concurrency(&config.concurrency))
@@ -82,7 +86,12 @@ pub async fn run(config: WorkerConfig, registry: Registry, shutdown: Cancellatio
     let runtime = Runtime::new(pool.clone(), engine_pool, registry, config.runtime());
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "worker health and metrics listening");
-    let http = tokio::spawn(serve_health(listener, pool, runtime.health(), shutdown.clone()));
+    let http = tokio::spawn(serve_health(
+        listener,
+        pool,
+        runtime.health(),
+        shutdown.clone(),
+    ));
     runtime.run(shutdown).await;
     let _ = http.await;
     Ok(())
@@ -102,7 +111,10 @@ pub async fn serve_health(
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
-        .route("/api/health/liveness", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/api/health/liveness",
+            get(|| async { Json(json!({"status": "ok"})) }),
+        )
         .route("/api/health/readiness", get(readiness))
         .route("/metrics", get(metrics))
         .with_state(HealthState { pool, health });
@@ -131,7 +143,10 @@ async fn metrics(State(s): State<HealthState>) -> impl IntoResponse {
         tracing::warn!(%error, "cannot read queue gauges");
     }
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         shared::metrics::handle().render(),
     )
 }

@@ -80,7 +80,8 @@ impl Registry {
                 ));
             }
         }
-        self.kinds.retain(|k| queues.iter().any(|q| q == k.spec.kind));
+        self.kinds
+            .retain(|k| queues.iter().any(|q| q == k.spec.kind));
         Ok(self)
     }
 

@@ -72,10 +72,16 @@ struct Throttled {
 
 impl Throttled {
     fn new(what: &'static str) -> Self {
-        Self { what, last: None, suppressed: 0 }
+        Self {
+            what,
+            last: None,
+            suppressed: 0,
+        }
     }
     fn error(&mut self, error: &dyn std::fmt::Display) {
-        let due = self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+        let due = self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
         if due {
             tracing::error!(%error, suppressed = self.suppressed, "{} failed", self.what);
             self.last = Some(Instant::now());
@@ -109,7 +115,12 @@ pub struct Runtime {
 impl Runtime {
     /// `pool` serves handlers; `engine_pool` (a separate, small pool) serves claims,
     /// completions and heartbeats, so busy handlers cannot starve the queue machinery.
-    pub fn new(pool: PgPool, engine_pool: PgPool, registry: Registry, config: RuntimeConfig) -> Self {
+    pub fn new(
+        pool: PgPool,
+        engine_pool: PgPool,
+        registry: Registry,
+        config: RuntimeConfig,
+    ) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
         let process = format!("{host}:{}:{}", std::process::id(), ulid::Ulid::generate());
         Self {
@@ -136,8 +147,12 @@ impl Runtime {
     pub async fn run(self, shutdown: CancellationToken) {
         let kinds = self.registry.kinds();
         tracing::info!(process = %self.process, ?kinds, "worker runtime starting");
-        let wakers: Arc<HashMap<&'static str, Arc<Notify>>> =
-            Arc::new(kinds.iter().map(|k| (*k, Arc::new(Notify::new()))).collect());
+        let wakers: Arc<HashMap<&'static str, Arc<Notify>>> = Arc::new(
+            kinds
+                .iter()
+                .map(|k| (*k, Arc::new(Notify::new())))
+                .collect(),
+        );
 
         self.register_until_ok(&shutdown).await;
 
@@ -157,7 +172,11 @@ impl Runtime {
             wakers.clone(),
             background.clone(),
         ));
-        let listener = tokio::spawn(listen(self.engine_pool.clone(), wakers.clone(), background.clone()));
+        let listener = tokio::spawn(listen(
+            self.engine_pool.clone(),
+            wakers.clone(),
+            background.clone(),
+        ));
 
         let jobs = TaskTracker::new();
         let hard_stop = CancellationToken::new();
@@ -185,7 +204,10 @@ impl Runtime {
             let _ = d.await;
         }
         jobs.close();
-        if tokio::time::timeout(self.config.shutdown_timeout, jobs.wait()).await.is_err() {
+        if tokio::time::timeout(self.config.shutdown_timeout, jobs.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 still_running = jobs.len(),
                 "shutdown timeout reached; releasing unfinished jobs to the queue"
@@ -208,7 +230,9 @@ impl Runtime {
         let mut log = Throttled::new("worker registration");
         let mut failures = 0;
         loop {
-            match engine::register_worker(&self.engine_pool, &self.process, &self.registry.kinds()).await {
+            match engine::register_worker(&self.engine_pool, &self.process, &self.registry.kinds())
+                .await
+            {
                 Ok(()) => {
                     self.health.set_db_ok(true);
                     log.recovered();
@@ -339,7 +363,15 @@ async fn run_one(r: RunOne) {
                 "gave up after {max_attempts} attempts: the worker running it was lost"
             ))
         } else {
-            execute(&r.pool, &r.registered, &job, attempt, max_attempts, &r.hard_stop).await
+            execute(
+                &r.pool,
+                &r.registered,
+                &job,
+                attempt,
+                max_attempts,
+                &r.hard_stop,
+            )
+            .await
         };
         if let Outcome::Retry { delay, .. } = &outcome {
             // Wake this kind's dispatcher when the retry is due instead of waiting for a poll.
@@ -350,7 +382,10 @@ async fn run_one(r: RunOne) {
                 waker.notify_one();
             });
         }
-        let _ = r.done.send(Completion { id: job.id.clone(), outcome });
+        let _ = r.done.send(Completion {
+            id: job.id.clone(),
+            outcome,
+        });
     }
     .instrument(span)
     .await
@@ -394,7 +429,9 @@ async fn execute(
             return Outcome::Succeeded(value);
         }
         Ok(Ok(Err(error))) => error,
-        Ok(Err(_panic)) => JobError::permanent("the job handler panicked (a bug); see the worker log"),
+        Ok(Err(_panic)) => {
+            JobError::permanent("the job handler panicked (a bug); see the worker log")
+        }
         Err(_elapsed) => JobError::transient(format!(
             "attempt timed out after {} s",
             spec.timeout.as_secs_f64()
@@ -411,7 +448,10 @@ async fn execute(
             tracing::error!(error = %message, "job failed permanently");
             Outcome::Failed(message)
         }
-        JobError::Transient { message, retry_after } => {
+        JobError::Transient {
+            message,
+            retry_after,
+        } => {
             if attempt >= max_attempts {
                 metrics::counter!("jobs_failed_total", "kind" => spec.kind).increment(1);
                 tracing::error!(error = %message, "job failed: attempts exhausted");
@@ -420,7 +460,10 @@ async fn execute(
                 let delay = spec.backoff(attempt).max(retry_after.unwrap_or_default());
                 metrics::counter!("jobs_retried_total", "kind" => spec.kind).increment(1);
                 tracing::warn!(error = %message, delay_ms = delay.as_millis() as u64, "job will be retried");
-                Outcome::Retry { error: message, delay }
+                Outcome::Retry {
+                    error: message,
+                    delay,
+                }
             }
         }
     }

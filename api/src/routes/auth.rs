@@ -1,5 +1,9 @@
 //! `POST /api/auth/login` (email + password → bearer token) and `GET /api/auth/me`.
-use axum::{extract::State, routing::{get, post}, Json, Router};
+use axum::{
+    extract::State,
+    routing::{get, post},
+    Json, Router,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -29,7 +33,10 @@ pub struct TokenResponse {
 }
 
 #[tracing::instrument(skip_all)]
-async fn login(State(app): State<AppState>, AppJson(req): AppJson<Login>) -> Result<Json<TokenResponse>, ApiError> {
+async fn login(
+    State(app): State<AppState>,
+    AppJson(req): AppJson<Login>,
+) -> Result<Json<TokenResponse>, ApiError> {
     let mut fields = FieldErrors::new();
     let email = req.email.unwrap_or_default().trim().to_string();
     let password = req.password.unwrap_or_default();

@@ -6,7 +6,10 @@ use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/health/liveness", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/api/health/liveness",
+            get(|| async { Json(json!({"status": "ok"})) }),
+        )
         .route("/api/health/readiness", get(readiness))
         .route("/metrics", get(metrics))
 }
@@ -30,7 +33,10 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         tracing::warn!(%error, "cannot read queue gauges");
     }
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         shared::metrics::handle().render(),
     )
 }

@@ -44,7 +44,10 @@ impl Accepted {
     pub fn for_job(job: &jobs::Enqueued) -> (StatusCode, Json<Self>) {
         (
             StatusCode::ACCEPTED,
-            Json(Self { job_id: job.job_id.clone(), status_url: status_url(&job.job_id) }),
+            Json(Self {
+                job_id: job.job_id.clone(),
+                status_url: status_url(&job.job_id),
+            }),
         )
     }
 }
@@ -84,8 +87,13 @@ impl From<JobRun> for JobStatus {
     fn from(r: JobRun) -> Self {
         Self {
             status_url: status_url(&r.id),
-            artifact_url: r.has_artifact.then(|| format!("/api/jobs/{}/artifact", r.id)),
-            progress: Progress { percent: r.progress_percent, message: r.progress_message },
+            artifact_url: r
+                .has_artifact
+                .then(|| format!("/api/jobs/{}/artifact", r.id)),
+            progress: Progress {
+                percent: r.progress_percent,
+                message: r.progress_message,
+            },
             id: r.id,
             kind: r.kind,
             state: r.state,
@@ -112,11 +120,17 @@ fn parse_id(id: &str) -> Result<String, ApiError> {
 
 async fn load(app: &AppState, user: &CurrentUser, id: &str) -> Result<JobRun, ApiError> {
     let id = parse_id(id)?;
-    ledger::get(&app.db, &id, user.job_viewer()).await?.ok_or(ApiError::NotFound)
+    ledger::get(&app.db, &id, user.job_viewer())
+        .await?
+        .ok_or(ApiError::NotFound)
 }
 
 #[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]
-async fn show(State(app): State<AppState>, user: CurrentUser, Path(id): Path<String>) -> Result<Json<JobStatus>, ApiError> {
+async fn show(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<JobStatus>, ApiError> {
     Ok(Json(load(&app, &user, &id).await?.into()))
 }
 
@@ -131,8 +145,15 @@ struct ListQuery {
 }
 
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
-async fn list(State(app): State<AppState>, user: CurrentUser, AppQuery(q): AppQuery<ListQuery>) -> Result<Json<Value>, ApiError> {
-    let page = Page { limit: q.limit, offset: q.offset };
+async fn list(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    AppQuery(q): AppQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let page = Page {
+        limit: q.limit,
+        offset: q.offset,
+    };
     let mut fields = FieldErrors::new();
     let (limit, offset) = match page.validate() {
         Ok(v) => v,
@@ -151,21 +172,36 @@ async fn list(State(app): State<AppState>, user: CurrentUser, AppQuery(q): AppQu
         return Err(ApiError::Validation(fields));
     }
     // Everyone lists their own jobs; admins reach others' jobs by id.
-    let filter = ListFilter { kind: q.kind, state: q.state, limit, offset };
+    let filter = ListFilter {
+        kind: q.kind,
+        state: q.state,
+        limit,
+        offset,
+    };
     let (items, total) = ledger::list(&app.db, Some(user.id), &filter).await?;
     let items: Vec<JobStatus> = items.into_iter().map(Into::into).collect();
     Ok(Json(json!({"items": items, "total": total})))
 }
 
 #[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]
-async fn cancel(State(app): State<AppState>, user: CurrentUser, Path(id): Path<String>) -> Result<(StatusCode, Json<JobStatus>), ApiError> {
+async fn cancel(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<JobStatus>), ApiError> {
     let id = parse_id(&id)?;
     let state = jobs::engine::cancel(&app.db, &id, user.job_viewer())
         .await?
         .ok_or(ApiError::NotFound)?;
     tracing::info!(%state, "cancel requested");
-    let run = ledger::get(&app.db, &id, user.job_viewer()).await?.ok_or(ApiError::NotFound)?;
-    let status = if run.is_terminal() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let run = ledger::get(&app.db, &id, user.job_viewer())
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let status = if run.is_terminal() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((status, Json(run.into())))
 }
 
@@ -175,7 +211,11 @@ const EVENT_POLL: Duration = Duration::from_millis(200);
 /// Server-Sent Events: each recorded change of the job (state, attempts, progress) in order,
 /// as `event: job` with the status JSON; the stream ends after a terminal state.
 #[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]
-async fn events(State(app): State<AppState>, user: CurrentUser, Path(id): Path<String>) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+async fn events(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let run = load(&app, &user, &id).await?;
     struct Cursor {
         db: sqlx::PgPool,
@@ -185,7 +225,14 @@ async fn events(State(app): State<AppState>, user: CurrentUser, Path(id): Path<S
         done: bool,
         first: bool,
     }
-    let cursor = Cursor { db: app.db.clone(), id: run.id, after: 0, pending: Default::default(), done: false, first: true };
+    let cursor = Cursor {
+        db: app.db.clone(),
+        id: run.id,
+        after: 0,
+        pending: Default::default(),
+        done: false,
+        first: true,
+    };
     let stream = futures::stream::unfold(cursor, |mut c| async move {
         loop {
             if let Some(e) = c.pending.pop_front() {
@@ -200,7 +247,10 @@ async fn events(State(app): State<AppState>, user: CurrentUser, Path(id): Path<S
                     "progress": {"percent": e.progress_percent, "message": e.progress_message},
                     "error": e.error, "at": e.at,
                 });
-                let event = Event::default().event("job").id(e.id.to_string()).data(data.to_string());
+                let event = Event::default()
+                    .event("job")
+                    .id(e.id.to_string())
+                    .data(data.to_string());
                 return Some((Ok(event), c));
             }
             if c.done {
@@ -223,17 +273,31 @@ async fn events(State(app): State<AppState>, user: CurrentUser, Path(id): Path<S
 }
 
 #[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]
-async fn artifact(State(app): State<AppState>, user: CurrentUser, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn artifact(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let file = ledger::artifact(&app.db, &id, user.job_viewer()).await?.ok_or(ApiError::NotFound)?;
+    let file = ledger::artifact(&app.db, &id, user.job_viewer())
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let disposition = format!(
         "attachment; filename=\"{}\"; filename*=UTF-8''{}",
-        file.file_name.replace(['"', '\\'], "_").chars().filter(char::is_ascii).collect::<String>(),
+        file.file_name
+            .replace(['"', '\\'], "_")
+            .chars()
+            .filter(char::is_ascii)
+            .collect::<String>(),
         percent_encode(&file.file_name)
     );
     let mut response = file.bytes.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(&file.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&file.content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
@@ -244,7 +308,9 @@ async fn artifact(State(app): State<AppState>, user: CurrentUser, Path(id): Path
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -3,8 +3,7 @@
 use axum::{
     extract::DefaultBodyLimit,
     http::{HeaderName, Request},
-    middleware,
-    Router,
+    middleware, Router,
 };
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
@@ -28,22 +27,27 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::routes())
         .merge(users::routes())
         .fallback(|| async { ApiError::NotFound })
-        .layer(middleware::from_fn_with_state(state.clone(), crate::rate_limit::limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::rate_limit::limit,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            let request_id = request
-                .extensions()
-                .get::<RequestId>()
-                .and_then(|id| id.header_value().to_str().ok())
-                .unwrap_or("");
-            tracing::info_span!(
-                "request",
-                request_id = %request_id,
-                method = %request.method(),
-                path = %request.uri().path(),
-            )
-        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let request_id = request
+                    .extensions()
+                    .get::<RequestId>()
+                    .and_then(|id| id.header_value().to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!(
+                    "request",
+                    request_id = %request_id,
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                )
+            }),
+        )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }
@@ -71,7 +75,10 @@ impl Page {
         let offset = self.offset.unwrap_or(0);
         let mut fields = crate::error::FieldErrors::new();
         if !(1..=Self::MAX_LIMIT).contains(&limit) {
-            fields.insert("limit".into(), format!("must be between 1 and {}", Self::MAX_LIMIT));
+            fields.insert(
+                "limit".into(),
+                format!("must be between 1 and {}", Self::MAX_LIMIT),
+            );
         }
         if offset < 0 {
             fields.insert("offset".into(), "must not be negative".into());

@@ -32,7 +32,9 @@ async fn list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     user.require(&[Role::Admin])?;
     let (limit, offset) = page.validate()?;
-    let total: i64 = sqlx::query_scalar("select count(*) from users").fetch_one(&app.db).await?;
+    let total: i64 = sqlx::query_scalar("select count(*) from users")
+        .fetch_one(&app.db)
+        .await?;
     let items: Vec<UserRow> = sqlx::query_as(
         "select id, email, role, active, created_at from users order by email limit $1 offset $2",
     )
@@ -74,5 +76,8 @@ async fn create(
         return Err(ApiError::Validation(fields));
     };
     let id = upsert_user(&app.db, &email, &password, role).await?;
-    Ok((StatusCode::CREATED, Json(json!({"id": id, "email": email.trim(), "role": role}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "email": email.trim(), "role": role})),
+    ))
 }

@@ -1,6 +1,6 @@
 //! Test harness: the real api on 127.0.0.1:0 and a real in-process worker runtime over a fresh
 //! database, plus test-only job kinds. Tests talk to the api over HTTP.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::{
     sync::{Arc, Mutex},
@@ -28,17 +28,18 @@ pub struct TestApp {
 pub const SECRET: &str = "test-secret-that-is-long-enough-for-hs256-0123456789";
 
 pub fn api_config(extra: &[&str]) -> api::ApiConfig {
-    let mut args = vec![
-        "artsvao-api",
-        "--jwt-secret",
-        SECRET,
-        "--rate-limit",
-        "100000/60s",
-        "--login-rate-limit",
-        "100000/60s",
-        "--status-rate-limit",
-        "100000/60s",
+    let defaults = [
+        ("--jwt-secret", SECRET),
+        ("--rate-limit", "100000/60s"),
+        ("--login-rate-limit", "100000/60s"),
+        ("--status-rate-limit", "100000/60s"),
     ];
+    let mut args = vec!["artsvao-api"];
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
     args.extend_from_slice(extra);
     api::ApiConfig::parse_from(args)
 }
@@ -60,7 +61,11 @@ impl TestApp {
     }
 
     /// The api alone (no worker), with a given config.
-    pub async fn spawn_with(db: PgPool, registry: Option<Registry>, config: api::ApiConfig) -> Self {
+    pub async fn spawn_with(
+        db: PgPool,
+        registry: Option<Registry>,
+        config: api::ApiConfig,
+    ) -> Self {
         shared::telemetry::init_for_tests();
         jobs::engine::migrate(&db).await.expect("migrate");
         let state = api::state(&config, db.clone()).expect("state");
@@ -68,7 +73,13 @@ impl TestApp {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         tokio::spawn(api::serve(listener, state, shutdown.clone()));
-        let mut app = Self { base, db, http: Client::new(), shutdown, workers: Vec::new() };
+        let mut app = Self {
+            base,
+            db,
+            http: Client::new(),
+            shutdown,
+            workers: Vec::new(),
+        };
         if let Some(registry) = registry {
             app.start_worker(registry);
         }
@@ -92,9 +103,14 @@ impl TestApp {
     /// Creates a user with the role and returns (id, bearer token) obtained by a real login.
     pub async fn user(&self, role: &str) -> (Uuid, String) {
         let email = format!("{role}-{}@artsvao.test", Uuid::new_v4());
-        let id = api::auth::upsert_user(&self.db, &email, "correct horse battery", api::auth::Role::parse(role).unwrap())
-            .await
-            .unwrap();
+        let id = api::auth::upsert_user(
+            &self.db,
+            &email,
+            "correct horse battery",
+            api::auth::Role::parse(role).unwrap(),
+        )
+        .await
+        .unwrap();
         let res = self
             .http
             .post(format!("{}/api/auth/login", self.base))
@@ -108,24 +124,44 @@ impl TestApp {
     }
 
     pub async fn get(&self, token: &str, path: &str) -> Response {
-        self.http.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.unwrap()
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn post(&self, token: &str, path: &str, body: Value) -> Response {
-        self.http.post(format!("{}{path}", self.base)).bearer_auth(token).json(&body).send().await.unwrap()
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Enqueues a job as `user` the way an api handler does: inside a transaction.
     pub async fn enqueue<J: Job>(&self, user: Uuid, job: J) -> String {
         let mut tx = self.db.begin().await.unwrap();
-        let requester = Requester { user_id: Some(user), request_id: Some("test-request".into()) };
+        let requester = Requester {
+            user_id: Some(user),
+            request_id: Some("test-request".into()),
+        };
         let out = jobs::enqueue(&mut tx, &requester, &job).await.unwrap();
         tx.commit().await.unwrap();
         out.job_id
     }
 
     /// Polls `GET /api/jobs/{id}` until `done(status)` or the deadline.
-    pub async fn wait_until(&self, token: &str, id: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_until(
+        &self,
+        token: &str,
+        id: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let res = self.get(token, &format!("/api/jobs/{id}")).await;
@@ -134,14 +170,20 @@ impl TestApp {
             if done(&status) {
                 return status;
             }
-            assert!(Instant::now() < deadline, "job {id} did not reach the expected state in {within:?}: {status}");
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not reach the expected state in {within:?}: {status}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub async fn wait_terminal(&self, token: &str, id: &str, within: Duration) -> Value {
         self.wait_until(token, id, within, |s| {
-            matches!(s["state"].as_str(), Some("succeeded" | "failed" | "cancelled"))
+            matches!(
+                s["state"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
         })
         .await
     }
@@ -150,7 +192,12 @@ impl TestApp {
 /// Asserts the JSON error shape and returns its `error` object.
 pub async fn error_body(res: Response, status: StatusCode) -> Value {
     assert_eq!(res.status(), status);
-    let ct = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let ct = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     assert!(ct.starts_with("application/json"), "content-type {ct}");
     let body: Value = res.json().await.unwrap();
     assert!(body["error"]["code"].is_string(), "{body}");
@@ -164,10 +211,19 @@ pub struct Calls(pub Arc<Mutex<Vec<(String, u32, Instant)>>>);
 
 impl Calls {
     pub fn record(&self, ctx: &JobContext) {
-        self.0.lock().unwrap().push((ctx.id.clone(), ctx.attempt, Instant::now()));
+        self.0
+            .lock()
+            .unwrap()
+            .push((ctx.id.clone(), ctx.attempt, Instant::now()));
     }
     pub fn of(&self, id: &str) -> Vec<(u32, Instant)> {
-        self.0.lock().unwrap().iter().filter(|c| c.0 == id).map(|c| (c.1, c.2)).collect()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.0 == id)
+            .map(|c| (c.1, c.2))
+            .collect()
     }
 }
 
@@ -221,7 +277,10 @@ pub fn test_registry(calls: &Calls) -> Registry {
             async move {
                 calls.record(&ctx);
                 if ctx.attempt <= job.fail_times {
-                    return Err(JobError::transient(format!("flaky failure on attempt {}", ctx.attempt)));
+                    return Err(JobError::transient(format!(
+                        "flaky failure on attempt {}",
+                        ctx.attempt
+                    )));
                 }
                 Ok(json!({"attempt": ctx.attempt}))
             }
@@ -248,7 +307,8 @@ pub fn test_registry(calls: &Calls) -> Registry {
                 for i in 1..=job.steps {
                     tokio::time::sleep(Duration::from_millis(job.step_ms)).await;
                     let pct = (u32::from(i) * 100 / u32::from(job.steps)) as u8;
-                    ctx.progress(pct, format!("step {i} of {}", job.steps)).await?;
+                    ctx.progress(pct, format!("step {i} of {}", job.steps))
+                        .await?;
                 }
                 Ok(json!({"steps": job.steps}))
             }
