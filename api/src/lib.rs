@@ -100,6 +100,8 @@ pub async fn connect_and_migrate(db: &DbConfig) -> anyhow::Result<sqlx::PgPool> 
 }
 
 pub fn state(config: &ApiConfig, db: sqlx::PgPool) -> anyhow::Result<AppState> {
+    // Install the metrics recorder before anything counts.
+    shared::metrics::handle();
     Ok(AppState {
         db,
         tokens: Arc::new(auth::Tokens::new(config.jwt_secret()?, config.jwt_ttl_secs)),

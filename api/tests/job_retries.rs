@@ -43,6 +43,30 @@ async fn a_job_failing_twice_then_succeeding_takes_three_attempts_with_growing_w
         second_wait > first_wait,
         "waits must grow: {first_wait:?} then {second_wait:?}"
     );
+
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "jobs_enqueued_total",
+        "jobs_started_total",
+        "jobs_retried_total",
+        "jobs_succeeded_total",
+        "job_run_seconds_bucket",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(name) && l.contains("kind=\"test_flaky\"")),
+            "{name} missing:\n{metrics}"
+        );
+    }
     app.stop().await;
 }
 

@@ -121,6 +121,7 @@ impl Runtime {
         registry: Registry,
         config: RuntimeConfig,
     ) -> Self {
+        shared::metrics::handle();
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
         let process = format!("{host}:{}:{}", std::process::id(), ulid::Ulid::generate());
         Self {
@@ -346,7 +347,8 @@ async fn run_one(r: RunOne) {
     let job = r.job;
     let attempt = job.attempt.max(1) as u32;
     let max_attempts = job.max_attempts.max(1) as u32;
-    let span = tracing::info_span!(
+    // ERROR level: the span (and its ids) stays on every line whatever the log filter.
+    let span = tracing::error_span!(
         "job",
         job.id = %job.id,
         job.kind = spec.kind,

@@ -40,7 +40,7 @@ pub fn router(state: AppState) -> Router {
                     .get::<RequestId>()
                     .and_then(|id| id.header_value().to_str().ok())
                     .unwrap_or("");
-                tracing::info_span!(
+                tracing::error_span!(
                     "request",
                     request_id = %request_id,
                     method = %request.method(),
