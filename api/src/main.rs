@@ -37,7 +37,12 @@ async fn run(config: ApiConfig) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             // CLI output for the operator.
-            println!("user {email} ({}) id {id}", role.as_str());
+            use std::io::Write;
+            writeln!(
+                std::io::stdout(),
+                "user {email} ({}) id {id}",
+                role.as_str()
+            )?;
             Ok(())
         }
         Command::Migrate => {
