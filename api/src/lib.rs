@@ -122,3 +122,31 @@ pub async fn serve(
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::ApiConfig;
+
+    #[tokio::test]
+    async fn the_api_refuses_a_missing_or_short_jwt_secret() {
+        let missing = ApiConfig::parse_from(["artsvao-api"]);
+        let short = ApiConfig::parse_from([
+            "artsvao-api",
+            "--jwt-secret",
+            "only-31-bytes-long-xxxxxxxxxxxx",
+        ]);
+        let ok = ApiConfig::parse_from(["artsvao-api", "--jwt-secret", &"k".repeat(32)]);
+        if std::env::var_os("JWT_SECRET").is_none() {
+            assert!(missing.jwt_secret().is_err());
+        }
+        assert!(short.jwt_secret().is_err());
+        assert!(ok.jwt_secret().is_ok());
+        assert!(super::state(
+            &short,
+            sqlx::PgPool::connect_lazy("postgres://x@127.0.0.1/x").unwrap()
+        )
+        .is_err());
+    }
+}
