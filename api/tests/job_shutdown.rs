@@ -7,6 +7,14 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use support::*;
 
+async fn ledger(db: &PgPool, id: &str) -> (String, i32) {
+    sqlx::query_as("select state, attempts from job_runs where id = $1")
+        .bind(id)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
 #[sqlx::test(migrations = false)]
 async fn a_job_running_at_shutdown_finishes_before_the_worker_stops(db: PgPool) {
     let calls = Calls::default();
@@ -28,12 +36,7 @@ async fn a_job_running_at_shutdown_finishes_before_the_worker_stops(db: PgPool) 
 
     app.stop().await;
 
-    let (state, attempts): (String, i32) =
-        sqlx::query_as("select state, attempts from job_runs where id = $1")
-            .bind(&id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let (state, attempts) = ledger(&db, &id).await;
     assert_eq!((state.as_str(), attempts), ("succeeded", 1));
 }
 
@@ -64,12 +67,7 @@ async fn a_job_still_running_after_the_grace_period_is_released_to_the_queue_unc
         "stopped in {took:?}"
     );
 
-    let (state, attempts): (String, i32) =
-        sqlx::query_as("select state, attempts from job_runs where id = $1")
-            .bind(&id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let (state, attempts) = ledger(&db, &id).await;
     assert_eq!(
         (state.as_str(), attempts),
         ("queued", 0),
