@@ -3,7 +3,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::JobError;
+use crate::{limiter::Limiter, JobError};
 
 /// Handed to every handler invocation. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -16,6 +16,7 @@ pub struct JobContext {
     pub requested_by: Option<Uuid>,
     pub request_id: Option<String>,
     db: PgPool,
+    limiter: Limiter,
 }
 
 impl JobContext {
@@ -35,8 +36,20 @@ impl JobContext {
             max_attempts,
             requested_by,
             request_id,
+            limiter: Limiter::new(db.clone()),
             db,
         }
+    }
+
+    /// Gives the handler the process's global rate limiter (configured limits).
+    pub fn with_limiter(mut self, limiter: Limiter) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// The global (all replicas) rate limiter: `ctx.limiter().acquire("telegram").await?`.
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
     }
 
     pub fn db(&self) -> &PgPool {

@@ -126,6 +126,9 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub id: String,
+    /// The attempt that ended: with the lease owner it fences late reports (a re-queued job
+    /// claimed again by the same process is a new attempt).
+    pub attempt: i32,
     pub outcome: Outcome,
 }
 
@@ -143,8 +146,10 @@ pub async fn complete(
     let mut results: Vec<Option<Value>> = Vec::with_capacity(n);
     let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
     let mut delays = Vec::with_capacity(n);
+    let mut attempts = Vec::with_capacity(n);
     for c in completions {
         ids.push(c.id.clone());
+        attempts.push(c.attempt);
         let (name, result, error, delay) = match &c.outcome {
             Outcome::Succeeded(v) => ("succeeded", Some(v.clone()), None, 0i64),
             Outcome::Retry { error, delay } => {
@@ -161,8 +166,9 @@ pub async fn complete(
     }
     let done: Vec<String> = sqlx::query_scalar(
         "with o as (
-             select * from unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::bigint[])
-                 as o(id, outcome, result, error, delay_ms)
+             select * from unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::bigint[],
+                                  $7::int[])
+                 as o(id, outcome, result, error, delay_ms, attempt)
          ), eng as (
              update apalis.jobs j
              set status = case o.outcome when 'succeeded' then 'Done' when 'retry' then 'Failed'
@@ -177,6 +183,7 @@ pub async fn complete(
                                     else jsonb_build_object('Err', o.error) end
              from o
              where j.id = o.id and j.lock_by = $6 || '/' || j.job_type and j.status = 'Running'
+               and j.attempts = o.attempt
              returning j.id, j.attempts, j.run_at
          )
          update job_runs r
@@ -200,6 +207,7 @@ pub async fn complete(
     .bind(&errors)
     .bind(&delays)
     .bind(process)
+    .bind(&attempts)
     .fetch_all(pool)
     .await?;
     Ok(done)
@@ -248,31 +256,51 @@ pub async fn deregister_worker(pool: &PgPool, process: &str) -> Result<(), sqlx:
     Ok(())
 }
 
-/// Puts back in the queue the jobs held by workers unseen for `dead_after` (crashed or
-/// partitioned processes). The attempt they were on stays counted. Returns the ids.
+/// Puts back in the queue (1) the jobs held by workers unseen for `dead_after` (crashed or
+/// partitioned processes) and (2) the jobs of the given kinds still marked running longer than
+/// their limit although their worker is alive (a lost outcome, a wedged attempt: the sweeper).
+/// The attempt they were on stays counted; a late report from the old attempt is fenced off by
+/// [`complete`]. Returns the ids with the reason.
 pub async fn reclaim_orphans(
     pool: &PgPool,
     dead_after: Duration,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "with stale as (
-             select j.id from apalis.jobs j
+    stuck_after: &[(&str, Duration)],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let kinds: Vec<&str> = stuck_after.iter().map(|(k, _)| *k).collect();
+    let limits: Vec<i64> = stuck_after
+        .iter()
+        .map(|(_, d)| d.as_millis() as i64)
+        .collect();
+    sqlx::query_as(
+        "with limits as (
+             select * from unnest($2::text[], $3::bigint[]) as l(kind, stuck_ms)
+         ), stale as (
+             select j.id,
+                    case when exists (select 1 from apalis.workers w
+                                      where w.id = j.lock_by and w.last_seen > now() - $1::interval)
+                         then 'stuck past its run timeout' else 'worker lost' end as reason
+             from apalis.jobs j
              where j.status in ('Running', 'Queued') and j.lock_by is not null
-               and not exists (select 1 from apalis.workers w
-                               where w.id = j.lock_by and w.last_seen > now() - $1::interval)
+               and (not exists (select 1 from apalis.workers w
+                                where w.id = j.lock_by and w.last_seen > now() - $1::interval)
+                    or exists (select 1 from limits l
+                               where l.kind = j.job_type
+                                 and j.lock_at < now() - l.stuck_ms * interval '1 millisecond'))
              for update of j skip locked
          ), requeued as (
              update apalis.jobs j set status = 'Pending', lock_by = null, lock_at = null
              from stale where j.id = stale.id
-             returning j.id
+             returning j.id, stale.reason
          )
          update job_runs r
-         set state = 'queued', error = 'worker lost during attempt ' || r.attempts || '; re-queued',
+         set state = 'queued', error = q.reason || ' during attempt ' || r.attempts || '; re-queued',
              updated_at = now()
          from requeued q where r.id = q.id and r.state = 'running'
-         returning r.id",
+         returning r.id, q.reason",
     )
     .bind(format!("{} milliseconds", dead_after.as_millis()))
+    .bind(&kinds)
+    .bind(&limits)
     .fetch_all(pool)
     .await
 }

@@ -10,10 +10,13 @@ pub mod engine;
 pub mod enqueue;
 pub mod error;
 pub mod ledger;
+pub mod limiter;
+pub mod maintenance;
 
 pub use context::JobContext;
 pub use enqueue::{enqueue, enqueue_many, Enqueued, Requester};
 pub use error::JobError;
+pub use limiter::{Limiter, Permit, Rate};
 
 /// A unit of background work. Payloads are imperative nouns (`TimesheetExport`).
 pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {

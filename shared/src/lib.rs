@@ -5,3 +5,4 @@ pub mod db;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
+pub mod time;

@@ -18,7 +18,13 @@ pub fn init(config: &LogConfig) {
             )
             .try_init()
     } else {
-        registry.with(fmt::layer().with_target(true)).try_init()
+        registry
+            .with(
+                fmt::layer()
+                    .with_target(true)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+            )
+            .try_init()
     };
     // Already initialised (a test harness): keep the first subscriber.
     let _ = result;

@@ -7,6 +7,7 @@ use shared::config::{DbConfig, LogConfig};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+pub mod cron;
 pub mod registry;
 pub mod runtime;
 
@@ -41,6 +42,17 @@ pub struct WorkerConfig {
     /// Seconds running jobs get to finish after SIGTERM before they are released.
     #[arg(long, env = "WORKER_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
     pub shutdown_timeout_secs: u64,
+    /// Cron overrides, `name=expr` (6 fields, seconds first, Moscow time) or `name=off`,
+    /// separated by `;`. Schedules: prune_jobs (default `0 30 3 * * *`).
+    #[arg(long, env = "WORKER_CRON", value_delimiter = ';', value_parser = parse_cron_override)]
+    pub cron: Vec<(String, String)>,
+    /// Finished jobs (with their files) older than this many days are pruned daily.
+    #[arg(long, env = "JOB_RETENTION_DAYS", default_value_t = jobs::maintenance::DEFAULT_RETENTION_DAYS)]
+    pub retention_days: u32,
+    /// Global rate-limit overrides shared by all replicas, `key=RATE[,burst=N]` separated by
+    /// `;` (e.g. `telegram=30/1s;email=20/1h`). Defaults: see `jobs::limiter::DEFAULT_LIMITS`.
+    #[arg(long, env = "WORKER_RATE_LIMITS", value_delimiter = ';', value_parser = jobs::limiter::parse_limit)]
+    pub rate_limits: Vec<(String, jobs::Rate)>,
     /// Connections of the separate queue-engine pool (claims, outcomes, heartbeats).
     #[arg(long, env = "WORKER_ENGINE_POOL_SIZE", default_value_t = 4)]
     pub engine_pool_size: u32,
@@ -52,6 +64,13 @@ fn parse_concurrency(s: &str) -> Result<(String, usize), String> {
         .ok_or_else(|| format!("expected kind=n, got {s:?}"))?;
     let n: usize = n.parse().map_err(|_| format!("bad number in {s:?}"))?;
     Ok((kind.to_string(), n))
+}
+
+fn parse_cron_override(s: &str) -> Result<(String, String), String> {
+    let (name, expr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected name=expr, got {s:?}"))?;
+    Ok((name.trim().to_string(), expr.trim().to_string()))
 }
 
 impl WorkerConfig {
@@ -75,7 +94,9 @@ pub async fn run(
     let registry = registry
         .only(&config.queues)
         .and_then(|r| r.with_concurrency(&config.concurrency))
+        .and_then(|r| r.with_cron_overrides(&config.cron))
         .map_err(anyhow::Error::msg)?;
+    registry.validate().map_err(anyhow::Error::msg)?;
     shared::db::ensure_database(&config.db).await?;
     let pool = shared::db::connect(&config.db, "artsvao-worker").await?;
     jobs::engine::migrate(&pool).await?;
@@ -83,7 +104,9 @@ pub async fn run(
     engine_db.db_pool_size = config.engine_pool_size.max(2);
     let engine_pool = shared::db::connect_lazy(&engine_db, "artsvao-worker-engine")?;
 
-    let runtime = Runtime::new(pool.clone(), engine_pool, registry, config.runtime());
+    let limiter = jobs::Limiter::with_defaults(pool.clone(), &config.rate_limits);
+    let runtime =
+        Runtime::new(pool.clone(), engine_pool, registry, config.runtime()).with_limiter(limiter);
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "worker health and metrics listening");
     let http = tokio::spawn(serve_health(

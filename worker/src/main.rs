@@ -8,7 +8,13 @@ async fn main() -> anyhow::Result<()> {
     shared::telemetry::init(&config.log);
     shared::metrics::handle();
     let shutdown = shared::shutdown::on_signal();
-    if let Err(error) = worker::run(config, Registry::production(), shutdown).await {
+    if let Err(error) = worker::run(
+        config.clone(),
+        Registry::production(config.retention_days),
+        shutdown,
+    )
+    .await
+    {
         tracing::error!(error = %format!("{error:#}"), "worker stopped with an error");
         std::process::exit(1);
     }

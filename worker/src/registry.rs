@@ -2,7 +2,10 @@
 use std::{future::Future, sync::Arc};
 
 use futures::future::BoxFuture;
-use jobs::{Job, JobContext, JobError, KindSpec};
+use jobs::{
+    enqueue::EnqueueError, maintenance::PruneJobs, Enqueued, Job, JobContext, JobError, KindSpec,
+    Requester,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -16,11 +19,37 @@ pub(crate) struct Registered {
     pub handler: BoxHandler,
 }
 
-/// The job kinds a worker runs. Production binaries use [`Registry::production`]; tests may
-/// register their own kinds.
+pub(crate) type FireFn = Arc<
+    dyn for<'c> Fn(
+            &'c mut sqlx::PgConnection,
+            Requester,
+        ) -> BoxFuture<'c, Result<Enqueued, EnqueueError>>
+        + Send
+        + Sync,
+>;
+
+/// A cron schedule: enqueues its job at every tick (see [`crate::cron`]).
+#[derive(Clone)]
+pub(crate) struct Scheduled {
+    pub name: String,
+    pub expr: String,
+    /// `None` when switched off (`off`).
+    pub schedule: Option<cron::Schedule>,
+    pub fire: FireFn,
+}
+
+/// Cron schedules of production: name, expression (Moscow time; seconds first), job.
+/// `prune_jobs` runs daily at 03:30, when the centre is closed.
+pub const PRUNE_SCHEDULE: &str = "0 30 3 * * *";
+
+/// The job kinds a worker runs and the cron schedules it drives. Production binaries use
+/// [`Registry::production`]; tests may register their own kinds and schedules.
 #[derive(Clone, Default)]
 pub struct Registry {
     pub(crate) kinds: Vec<Registered>,
+    pub(crate) schedules: Vec<Scheduled>,
+    /// Schedules whose expression did not parse; [`Registry::validate`] reports them.
+    invalid: Vec<String>,
 }
 
 impl Registry {
@@ -28,9 +57,79 @@ impl Registry {
         Self::default()
     }
 
-    /// Every production job kind with its default concurrency.
-    pub fn production() -> Self {
+    /// Every production job kind with its default concurrency, and the production schedules.
+    /// `retention_days`: finished jobs older than this are pruned daily.
+    pub fn production(retention_days: u32) -> Self {
         Self::new()
+            .register::<PruneJobs, _, _, _>(1, jobs::maintenance::prune_jobs)
+            .schedule(
+                "prune_jobs",
+                PRUNE_SCHEDULE,
+                PruneJobs {
+                    retention_days,
+                    ..PruneJobs::default()
+                },
+            )
+    }
+
+    /// Adds a cron schedule `name` that enqueues `job` at every tick of `expr` (6 fields,
+    /// seconds first, Moscow time; `off` disables it). Replaces a schedule of the same name.
+    pub fn schedule<J: Job + Clone>(mut self, name: &str, expr: &str, job: J) -> Self {
+        self.schedules.retain(|s| s.name != name);
+        self.invalid.retain(|s| !s.starts_with(&format!("{name}:")));
+        let schedule = match parse_cron(expr) {
+            Ok(s) => s,
+            Err(e) => {
+                self.invalid.push(format!("{name}: {e}"));
+                return self;
+            }
+        };
+        let fire: FireFn = Arc::new(move |conn, requester| {
+            let job = job.clone();
+            Box::pin(async move { jobs::enqueue(conn, &requester, &job).await })
+        });
+        self.schedules.push(Scheduled {
+            name: name.to_string(),
+            expr: expr.to_string(),
+            schedule,
+            fire,
+        });
+        self
+    }
+
+    /// Replaces the expressions of declared schedules (`WORKER_CRON`, `name=expr` or `name=off`).
+    pub fn with_cron_overrides(mut self, overrides: &[(String, String)]) -> Result<Self, String> {
+        for (name, expr) in overrides {
+            let Some(pos) = self.schedules.iter().position(|s| &s.name == name) else {
+                let known: Vec<&str> = self.schedules.iter().map(|s| s.name.as_str()).collect();
+                return Err(format!(
+                    "unknown schedule {name:?} in cron override; known: {}",
+                    known.join(", ")
+                ));
+            };
+            let s = &mut self.schedules[pos];
+            s.schedule = parse_cron(expr).map_err(|e| format!("{name}: {e}"))?;
+            s.expr = expr.clone();
+        }
+        Ok(self)
+    }
+
+    /// Errors collected while declaring schedules.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.invalid.is_empty() {
+            Ok(())
+        } else {
+            Err(self.invalid.join("; "))
+        }
+    }
+
+    /// Names of the schedules that are on.
+    pub fn schedule_names(&self) -> Vec<String> {
+        self.schedules
+            .iter()
+            .filter(|s| s.schedule.is_some())
+            .map(|s| s.name.clone())
+            .collect()
     }
 
     /// Adds a kind: `handler` gets the decoded payload and the job's context; its `Ok` value
@@ -95,4 +194,14 @@ impl Registry {
         }
         Ok(self)
     }
+}
+
+/// `off` → `None`; otherwise a 6- or 7-field cron expression (seconds first).
+fn parse_cron(expr: &str) -> Result<Option<cron::Schedule>, String> {
+    if expr.trim() == "off" {
+        return Ok(None);
+    }
+    expr.parse::<cron::Schedule>()
+        .map(Some)
+        .map_err(|e| format!("bad cron expression {expr:?}: {e}"))
 }

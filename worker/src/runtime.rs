@@ -14,7 +14,7 @@ use std::{
 use futures::FutureExt;
 use jobs::{
     engine::{self, Claimed, Completion, Outcome},
-    JobContext, JobError,
+    JobContext, JobError, Limiter,
 };
 use sqlx::{postgres::PgListener, PgPool};
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -64,21 +64,21 @@ impl Health {
 
 /// Logs a repeating failure once, then at most every 10 s with the count in between, so an
 /// outage does not flood the log.
-struct Throttled {
+pub(crate) struct Throttled {
     what: &'static str,
     last: Option<Instant>,
     suppressed: u64,
 }
 
 impl Throttled {
-    fn new(what: &'static str) -> Self {
+    pub(crate) fn new(what: &'static str) -> Self {
         Self {
             what,
             last: None,
             suppressed: 0,
         }
     }
-    fn error(&mut self, error: &dyn std::fmt::Display) {
+    pub(crate) fn error(&mut self, error: &dyn std::fmt::Display) {
         let due = self
             .last
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
@@ -90,7 +90,7 @@ impl Throttled {
             self.suppressed += 1;
         }
     }
-    fn recovered(&mut self) {
+    pub(crate) fn recovered(&mut self) {
         if self.last.take().is_some() {
             tracing::info!("{} recovered", self.what);
         }
@@ -99,7 +99,7 @@ impl Throttled {
 }
 
 /// Capped exponential delay for retrying the database: 100 ms doubling to 5 s.
-fn db_backoff(failures: u32) -> Duration {
+pub(crate) fn db_backoff(failures: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(5))
 }
 
@@ -110,6 +110,7 @@ pub struct Runtime {
     config: RuntimeConfig,
     process: String,
     health: Arc<Health>,
+    limiter: Limiter,
 }
 
 impl Runtime {
@@ -122,6 +123,7 @@ impl Runtime {
         config: RuntimeConfig,
     ) -> Self {
         shared::metrics::handle();
+        let pool_for_limiter = pool.clone();
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
         let process = format!("{host}:{}:{}", std::process::id(), ulid::Ulid::generate());
         Self {
@@ -131,7 +133,14 @@ impl Runtime {
             config,
             process,
             health: Arc::new(Health::default()),
+            limiter: Limiter::new(pool_for_limiter),
         }
+    }
+
+    /// Sets the global rate limiter handed to every job (`ctx.limiter()`).
+    pub fn with_limiter(mut self, limiter: Limiter) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// Unique per process start, so a restarted container never inherits a dead lease.
@@ -164,10 +173,20 @@ impl Runtime {
             self.process.clone(),
             done_rx,
         ));
+        // The sweeper re-queues a job of a kind run here when it is still marked running past
+        // its timeout plus the dead-worker delay (the runtime itself stops attempts at the
+        // timeout, so only a lost outcome or a wedged thread gets there).
+        let stuck_after: Vec<(&'static str, Duration)> = self
+            .registry
+            .kinds
+            .iter()
+            .map(|k| (k.spec.kind, k.spec.timeout + self.config.dead_after))
+            .collect();
         let heartbeat = tokio::spawn(heartbeat(
             self.engine_pool.clone(),
             self.process.clone(),
             kinds.clone(),
+            stuck_after,
             self.config.clone(),
             self.health.clone(),
             wakers.clone(),
@@ -178,6 +197,20 @@ impl Runtime {
             wakers.clone(),
             background.clone(),
         ));
+
+        let crons: Vec<_> = self
+            .registry
+            .schedules
+            .iter()
+            .cloned()
+            .map(|s| {
+                tokio::spawn(crate::cron::run_schedule(
+                    self.pool.clone(),
+                    s,
+                    shutdown.clone(),
+                ))
+            })
+            .collect();
 
         let jobs = TaskTracker::new();
         let hard_stop = CancellationToken::new();
@@ -192,6 +225,7 @@ impl Runtime {
                 config: self.config.clone(),
                 health: self.health.clone(),
                 done: done_tx.clone(),
+                limiter: self.limiter.clone(),
                 jobs: jobs.clone(),
                 hard_stop: hard_stop.clone(),
             };
@@ -201,7 +235,7 @@ impl Runtime {
 
         shutdown.cancelled().await;
         tracing::info!("stopping: no new jobs; waiting for running ones");
-        for d in dispatchers {
+        for d in dispatchers.into_iter().chain(crons) {
             let _ = d.await;
         }
         jobs.close();
@@ -262,6 +296,7 @@ struct Dispatch {
     config: RuntimeConfig,
     health: Arc<Health>,
     done: mpsc::UnboundedSender<Completion>,
+    limiter: Limiter,
     jobs: TaskTracker,
     hard_stop: CancellationToken,
 }
@@ -301,6 +336,7 @@ async fn dispatch(ctx: Dispatch, shutdown: CancellationToken) {
                         pool: ctx.pool.clone(),
                         registered: ctx.registered.clone(),
                         done: ctx.done.clone(),
+                        limiter: ctx.limiter.clone(),
                         waker: ctx.waker.clone(),
                         hard_stop: ctx.hard_stop.clone(),
                         job,
@@ -337,6 +373,7 @@ struct RunOne {
     pool: PgPool,
     registered: Registered,
     done: mpsc::UnboundedSender<Completion>,
+    limiter: Limiter,
     waker: Arc<Notify>,
     hard_stop: CancellationToken,
     job: Claimed,
@@ -367,6 +404,7 @@ async fn run_one(r: RunOne) {
         } else {
             execute(
                 &r.pool,
+                &r.limiter,
                 &r.registered,
                 &job,
                 attempt,
@@ -386,6 +424,7 @@ async fn run_one(r: RunOne) {
         }
         let _ = r.done.send(Completion {
             id: job.id.clone(),
+            attempt: job.attempt,
             outcome,
         });
     }
@@ -395,6 +434,7 @@ async fn run_one(r: RunOne) {
 
 async fn execute(
     pool: &PgPool,
+    limiter: &Limiter,
     registered: &Registered,
     job: &Claimed,
     attempt: u32,
@@ -410,7 +450,8 @@ async fn execute(
         job.requested_by,
         job.request_id.clone(),
         pool.clone(),
-    );
+    )
+    .with_limiter(limiter.clone());
     metrics::counter!("jobs_started_total", "kind" => spec.kind).increment(1);
     tracing::info!("job started");
     let started = Instant::now();
@@ -510,10 +551,12 @@ async fn completer(pool: PgPool, process: String, mut rx: mpsc::UnboundedReceive
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn heartbeat(
     pool: PgPool,
     process: String,
     kinds: Vec<&'static str>,
+    stuck_after: Vec<(&'static str, Duration)>,
     config: RuntimeConfig,
     health: Arc<Health>,
     wakers: Arc<HashMap<&'static str, Arc<Notify>>>,
@@ -531,14 +574,14 @@ async fn heartbeat(
             if !engine::heartbeat(&pool, &process).await? {
                 engine::register_worker(&pool, &process, &kinds).await?;
             }
-            engine::reclaim_orphans(&pool, config.dead_after).await
+            engine::reclaim_orphans(&pool, config.dead_after, &stuck_after).await
         };
         match beat.await {
             Ok(reclaimed) => {
                 health.set_db_ok(true);
                 log.recovered();
                 if !reclaimed.is_empty() {
-                    tracing::warn!(count = reclaimed.len(), ids = ?reclaimed, "re-queued jobs of dead workers");
+                    tracing::warn!(count = reclaimed.len(), jobs = ?reclaimed, "re-queued jobs of lost workers or stuck past their timeout");
                     wakers.values().for_each(|w| w.notify_one());
                 }
             }

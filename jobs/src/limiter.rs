@@ -1,0 +1,297 @@
+//! Global rate limits shared by every worker replica, kept in PostgreSQL (`rate_limits`).
+//!
+//! The algorithm is GCRA (a token bucket expressed as one timestamp per key): each acquisition
+//! is a single `INSERT .. ON CONFLICT DO UPDATE` on the key's row, serialised by the row lock,
+//! using the database clock only, so N processes on N machines share one exact limit. A limit
+//! of `rate` per `per` with `burst` 1 spaces acquisitions at least `per / rate` apart, so no
+//! window of length `per` ever holds more than `rate`; a larger burst lets that many through
+//! back to back after an idle period (and then a window may hold `rate + burst - 1`).
+//!
+//! [`Limiter::acquire`] reserves the next slot and sleeps until it: callers queue fairly in
+//! arrival order and no statement is spent on polling. Each statement reads the clock once,
+//! after the row lock is taken (`clock_timestamp()`, not the transaction start), so a statement
+//! that waited for the lock is neither given a slot in the past nor told to sleep too long. [`Limiter::try_acquire`] takes a slot
+//! only if it is free now and otherwise says how long to wait.
+//!
+//! Keys: `telegram` or `telegram:chat:42`. The limit of a key is configured under its name or
+//! under its first segment (`telegram:chat` → per-chat limit for every chat), most specific first.
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+/// `rate` acquisitions per `per`, at most `burst` back to back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub rate: u32,
+    pub per: Duration,
+    pub burst: u32,
+}
+
+impl Rate {
+    pub fn new(rate: u32, per: Duration, burst: u32) -> Self {
+        Self {
+            rate: rate.max(1),
+            per,
+            burst: burst.max(1),
+        }
+    }
+
+    /// Time between two acquisitions at the sustained rate.
+    pub fn interval(&self) -> Duration {
+        self.per / self.rate
+    }
+
+    fn interval_us(&self) -> i64 {
+        self.interval().as_micros() as i64
+    }
+
+    /// How far ahead of the sustained schedule a burst may run.
+    fn tolerance_us(&self) -> i64 {
+        self.interval_us() * i64::from(self.burst - 1)
+    }
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    /// `30/1s`, `20/1h`, `5000/10m`, optionally `,burst=5` (default burst 1).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (main, burst) = match s.split_once(",burst=") {
+            Some((m, b)) => (
+                m,
+                b.parse::<u32>()
+                    .map_err(|_| format!("bad burst in {s:?}"))?,
+            ),
+            None => (s, 1),
+        };
+        let (rate, per) = main
+            .split_once('/')
+            .ok_or_else(|| format!("expected RATE/PERIOD like 30/1s, got {s:?}"))?;
+        let rate: u32 = rate.parse().map_err(|_| format!("bad rate in {s:?}"))?;
+        let per = parse_period(per).ok_or_else(|| format!("bad period in {s:?}"))?;
+        if rate == 0 || per.is_zero() {
+            return Err(format!("rate and period must be positive in {s:?}"));
+        }
+        Ok(Rate::new(rate, per, burst))
+    }
+}
+
+fn parse_period(s: &str) -> Option<Duration> {
+    let unit_at = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(unit_at);
+    let n: u64 = if n.is_empty() { 1 } else { n.parse().ok()? };
+    let secs = match unit {
+        "ms" => return Some(Duration::from_millis(n)),
+        "s" => n,
+        "m" | "min" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+/// Limits of the external services (reference doc and the audit), all replicas together;
+/// `WORKER_RATE_LIMITS` overrides them key by key.
+pub const DEFAULT_LIMITS: &[(&str, &str)] = &[
+    ("telegram", "30/1s"),
+    ("telegram:chat", "1/1s"),
+    ("email", "20/1h"),
+    ("email:day", "500/1d"),
+    ("novofon", "100/1m"),
+    ("pyrus", "5000/10m"),
+];
+
+/// `key=RATE` as in `WORKER_RATE_LIMITS` (`telegram=25/1s,burst=5`).
+pub fn parse_limit(s: &str) -> Result<(String, Rate), String> {
+    let (key, rate) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=RATE like telegram=30/1s, got {s:?}"))?;
+    Ok((key.trim().to_string(), rate.trim().parse()?))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LimiterError {
+    #[error("no rate limit configured for key {0:?}")]
+    UnknownKey(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<LimiterError> for crate::JobError {
+    fn from(e: LimiterError) -> Self {
+        match e {
+            LimiterError::UnknownKey(_) => crate::JobError::permanent(e.to_string()),
+            LimiterError::Database(db) => db.into(),
+        }
+    }
+}
+
+/// A slot granted by the limiter: the database time from which the caller may act.
+#[derive(Debug, Clone, Copy)]
+pub struct Permit {
+    pub slot: DateTime<Utc>,
+    /// How long `acquire` slept for it.
+    pub waited: Duration,
+}
+
+/// Cheap to clone; share one per process.
+#[derive(Clone, Debug)]
+pub struct Limiter {
+    pool: PgPool,
+    limits: Arc<HashMap<String, Rate>>,
+}
+
+impl Limiter {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            limits: Arc::default(),
+        }
+    }
+
+    /// [`DEFAULT_LIMITS`] with `overrides` applied.
+    pub fn with_defaults(pool: PgPool, overrides: &[(String, Rate)]) -> Self {
+        let mut limiter = Self::new(pool);
+        for (key, rate) in DEFAULT_LIMITS {
+            if let Ok(rate) = rate.parse() {
+                limiter = limiter.with_limit(*key, rate);
+            }
+        }
+        for (key, rate) in overrides {
+            limiter = limiter.with_limit(key.clone(), *rate);
+        }
+        limiter
+    }
+
+    /// Adds (or replaces) the limit of a key or key prefix.
+    pub fn with_limit(mut self, key: impl Into<String>, rate: Rate) -> Self {
+        Arc::make_mut(&mut self.limits).insert(key.into(), rate);
+        self
+    }
+
+    /// The limit that applies to `key`: its own, else the longest configured `:` prefix.
+    pub fn limit_of(&self, key: &str) -> Option<Rate> {
+        let mut candidate = key;
+        loop {
+            if let Some(rate) = self.limits.get(candidate) {
+                return Some(*rate);
+            }
+            candidate = &candidate[..candidate.rfind(':')?];
+        }
+    }
+
+    fn rate(&self, key: &str) -> Result<Rate, LimiterError> {
+        self.limit_of(key)
+            .ok_or_else(|| LimiterError::UnknownKey(key.to_string()))
+    }
+
+    /// Waits for the next slot of `key` and returns when the caller may act. The slot is
+    /// reserved by one statement before sleeping, so waiting costs no database work.
+    pub async fn acquire(&self, key: &str) -> Result<Permit, LimiterError> {
+        let rate = self.rate(key)?;
+        let (slot, wait_us): (DateTime<Utc>, i64) = sqlx::query_as(
+            "insert into rate_limits as r (key, tat, seen_at, granted)
+             select $1, n.c + $2 * interval '1 microsecond', n.c, true
+             from (select clock_timestamp() as c) n
+             on conflict (key) do update
+                 set (tat, seen_at, granted) = (
+                     select greatest(r.tat, n.c) + $2 * interval '1 microsecond', n.c, true
+                     from (select clock_timestamp() as c) n)
+             returning greatest(tat - ($2 + $3) * interval '1 microsecond', seen_at),
+                       greatest(0, (extract(epoch from tat - seen_at) * 1000000)::bigint - $2 - $3)",
+        )
+        .bind(key)
+        .bind(rate.interval_us())
+        .bind(rate.tolerance_us())
+        .fetch_one(&self.pool)
+        .await?;
+        let waited = Duration::from_micros(wait_us.max(0) as u64);
+        if !waited.is_zero() {
+            tokio::time::sleep(waited).await;
+        }
+        Ok(Permit { slot, waited })
+    }
+
+    /// Takes a slot of `key` only if one is free now: `Ok(Ok(permit))`, else `Ok(Err(wait))`
+    /// with how long until the next free slot. One statement either way.
+    pub async fn try_acquire(&self, key: &str) -> Result<Result<Permit, Duration>, LimiterError> {
+        let rate = self.rate(key)?;
+        let (granted, slot, wait_us): (bool, DateTime<Utc>, i64) = sqlx::query_as(
+            "insert into rate_limits as r (key, tat, seen_at, granted)
+             select $1, n.c + $2 * interval '1 microsecond', n.c, true
+             from (select clock_timestamp() as c) n
+             on conflict (key) do update
+                 set (tat, seen_at, granted) = (
+                     select case when m.g - $3 * interval '1 microsecond' <= n.c
+                                 then m.g + $2 * interval '1 microsecond' else r.tat end,
+                            n.c,
+                            m.g - $3 * interval '1 microsecond' <= n.c
+                     from (select clock_timestamp() as c) n,
+                          lateral (select greatest(r.tat, n.c) as g) m)
+             returning granted, seen_at,
+                       greatest(0, (extract(epoch from tat - seen_at) * 1000000)::bigint - $3)",
+        )
+        .bind(key)
+        .bind(rate.interval_us())
+        .bind(rate.tolerance_us())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(if granted {
+            Ok(Permit {
+                slot,
+                waited: Duration::ZERO,
+            })
+        } else {
+            Err(Duration::from_micros(wait_us.max(1) as u64))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_with_units_and_burst() {
+        let r: Rate = "30/1s".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r, Rate::new(30, Duration::from_secs(1), 1));
+        let r: Rate = "5000/10m,burst=50"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r, Rate::new(5000, Duration::from_secs(600), 50));
+        let r: Rate = "20/h".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.interval(), Duration::from_secs(180));
+        assert!("0/1s".parse::<Rate>().is_err());
+        assert!("10".parse::<Rate>().is_err());
+        assert!("10/1x".parse::<Rate>().is_err());
+        for (key, rate) in DEFAULT_LIMITS {
+            assert!(rate.parse::<Rate>().is_ok(), "default limit of {key}");
+        }
+        assert_eq!(
+            parse_limit("pyrus=10/1s").unwrap_or_else(|e| panic!("{e}")),
+            (
+                "pyrus".to_string(),
+                Rate::new(10, Duration::from_secs(1), 1)
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_takes_its_own_limit_or_its_prefix() {
+        let pool = sqlx::PgPool::connect_lazy("postgres://localhost/none")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let limiter = Limiter::with_defaults(
+            pool,
+            &[("telegram".into(), Rate::new(5, Duration::from_secs(1), 1))],
+        );
+        assert_eq!(limiter.limit_of("telegram").map(|r| r.rate), Some(5));
+        assert_eq!(
+            limiter.limit_of("telegram:chat:42").map(|r| r.rate),
+            Some(1)
+        );
+        assert_eq!(limiter.limit_of("telegram:other").map(|r| r.rate), Some(5));
+        assert_eq!(limiter.limit_of("unknown"), None);
+    }
+}

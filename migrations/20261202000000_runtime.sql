@@ -1,0 +1,34 @@
+-- Runtime under several worker replicas: a global rate limiter and cron ticks.
+
+-- One row per limiter key (GCRA): `tat` is the theoretical arrival time of the next request.
+-- Every acquisition is one INSERT .. ON CONFLICT DO UPDATE on its row, serialised by the row
+-- lock, so replicas share the limit exactly. `seen_at` is the one clock reading the last
+-- statement used (taken after the lock); `granted` tells try_acquire's caller whether that
+-- statement took a slot (the new `tat` alone cannot say).
+create table rate_limits (
+    key     text primary key,
+    tat     timestamptz not null,
+    seen_at timestamptz not null,
+    granted boolean not null default true
+) with (fillfactor = 50);
+
+-- A cron tick is enqueued by the replica whose INSERT wins (schedule, tick_at); the others
+-- find the row and do nothing. Pruned with finished jobs.
+create table cron_ticks (
+    schedule   text not null,
+    tick_at    timestamptz not null,
+    job_id     text,
+    created_at timestamptz not null default now(),
+    primary key (schedule, tick_at)
+);
+
+-- A session of our role left idle inside a transaction (a leaked connection) is ended by the
+-- server, whatever client opened it. Set on the role in this database only; the pool also sets
+-- it per connection and checks every released connection (shared::db).
+do $$
+begin
+    execute format('alter role %I in database %I set idle_in_transaction_session_timeout = %L',
+                   current_user, current_database(), '60s');
+exception when insufficient_privilege then
+    raise notice 'idle_in_transaction_session_timeout not set on the role (no privilege)';
+end $$;

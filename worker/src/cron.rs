@@ -1,0 +1,199 @@
+//! Cron: schedules declared in code (overridable by `WORKER_CRON`), evaluated in Moscow time,
+//! run by every worker replica.
+//!
+//! Exactly once across replicas: a tick enqueues its job only in the transaction whose
+//! `INSERT INTO cron_ticks (schedule, tick_at) .. ON CONFLICT DO NOTHING` wins; `tick_at` is the
+//! tick's computed time (not the replica's clock), so every replica names it identically and the
+//! losers find the row and do nothing.
+//!
+//! Downtime: at start a replica looks at the schedule's last recorded tick. If ticks were missed
+//! since then, it enqueues only the latest missed one (one catch-up, never a flood); a schedule
+//! that has never ticked starts with its next tick. A tick whose enqueue fails (database down)
+//! is retried with capped backoff; if the next tick passes meanwhile, the newer one replaces it.
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    registry::Scheduled,
+    runtime::{db_backoff, Throttled},
+};
+
+/// First tick strictly after `t`.
+fn next_tick(s: &Scheduled, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    s.schedule
+        .as_ref()?
+        .after(&t.with_timezone(&shared::time::MOSCOW))
+        .next()
+        .map(|d| d.with_timezone(&Utc))
+}
+
+/// Latest tick at or before `t`.
+fn prev_tick(s: &Scheduled, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let just_after = t + chrono::Duration::milliseconds(1);
+    s.schedule
+        .as_ref()?
+        .after(&just_after.with_timezone(&shared::time::MOSCOW))
+        .next_back()
+        .map(|d| d.with_timezone(&Utc))
+}
+
+/// Enqueues the tick's job unless another replica already did. Returns the new job id.
+async fn fire(
+    pool: &PgPool,
+    s: &Scheduled,
+    tick: DateTime<Utc>,
+) -> Result<Option<String>, jobs::enqueue::EnqueueError> {
+    let mut tx = pool.begin().await?;
+    let won = sqlx::query(
+        "insert into cron_ticks (schedule, tick_at) values ($1, $2) on conflict do nothing",
+    )
+    .bind(&s.name)
+    .bind(tick)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !won {
+        return Ok(None);
+    }
+    let requester = jobs::Requester {
+        user_id: None,
+        request_id: Some(format!("cron:{}:{}", s.name, tick.to_rfc3339())),
+    };
+    let enqueued = (s.fire)(&mut tx, requester).await?;
+    sqlx::query("update cron_ticks set job_id = $3 where schedule = $1 and tick_at = $2")
+        .bind(&s.name)
+        .bind(tick)
+        .bind(&enqueued.job_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(enqueued.job_id))
+}
+
+async fn last_recorded(pool: &PgPool, name: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("select max(tick_at) from cron_ticks where schedule = $1")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+}
+
+/// Sleeps until wall-clock `t` (re-checking, so a clock step never fires a tick early).
+async fn sleep_until(t: DateTime<Utc>, stop: &CancellationToken) -> bool {
+    loop {
+        let Ok(left) = (t - Utc::now()).to_std() else {
+            return true;
+        };
+        if left.is_zero() {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(left.min(Duration::from_secs(60))) => {}
+            _ = stop.cancelled() => return false,
+        }
+    }
+}
+
+/// Runs one schedule until `stop`.
+pub(crate) async fn run_schedule(pool: PgPool, s: Scheduled, stop: CancellationToken) {
+    if s.schedule.is_none() {
+        return;
+    }
+    let mut log = Throttled::new("cron tick");
+    let mut failures = 0u32;
+    let last = loop {
+        match last_recorded(&pool, &s.name).await {
+            Ok(last) => break last,
+            Err(error) => {
+                log.error(&error);
+                failures += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(db_backoff(failures)) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    };
+    let now = Utc::now();
+    let mut target = match (last, prev_tick(&s, now)) {
+        (Some(last), Some(prev)) if prev > last => {
+            tracing::info!(schedule = %s.name, missed = %prev, "catching up one missed tick");
+            prev
+        }
+        _ => match next_tick(&s, now) {
+            Some(t) => t,
+            None => return,
+        },
+    };
+    tracing::info!(schedule = %s.name, expr = %s.expr, next = %target, "cron schedule active");
+    loop {
+        if !sleep_until(target, &stop).await {
+            return;
+        }
+        failures = 0;
+        loop {
+            match fire(&pool, &s, target).await {
+                Ok(Some(job_id)) => {
+                    log.recovered();
+                    tracing::info!(schedule = %s.name, tick = %target, job.id = %job_id, "cron tick enqueued");
+                    break;
+                }
+                Ok(None) => {
+                    log.recovered();
+                    tracing::debug!(schedule = %s.name, tick = %target, "tick enqueued by another replica");
+                    break;
+                }
+                Err(error) => {
+                    log.error(&error);
+                    failures += 1;
+                    tokio::select! {
+                        _ = tokio::time::sleep(db_backoff(failures)) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    if let Some(prev) = prev_tick(&s, Utc::now()) {
+                        target = target.max(prev);
+                    }
+                }
+            }
+        }
+        match next_tick(
+            &s,
+            target.max(Utc::now() - chrono::Duration::milliseconds(1)),
+        ) {
+            Some(t) => target = t,
+            None => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Registry;
+    use chrono::TimeZone;
+
+    #[test]
+    fn ticks_are_moscow_wall_clock() {
+        let registry = Registry::new().schedule(
+            "daily",
+            "0 30 3 * * *",
+            jobs::maintenance::PruneJobs::default(),
+        );
+        let s = &registry.schedules[0];
+        let t = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).single();
+        let t = t.unwrap_or_default();
+        // 03:30 Moscow = 00:30 UTC.
+        let next = next_tick(s, t).unwrap_or_default();
+        assert_eq!(next, Utc.with_ymd_and_hms(2026, 11, 27, 0, 30, 0).unwrap());
+        let prev = prev_tick(s, t).unwrap_or_default();
+        assert_eq!(prev, Utc.with_ymd_and_hms(2026, 11, 26, 0, 30, 0).unwrap());
+        assert_eq!(
+            prev_tick(s, prev),
+            Some(prev),
+            "a tick at t is the latest at or before t"
+        );
+    }
+}
