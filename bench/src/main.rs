@@ -1,1 +1,261 @@
-fn main() {}
+//! `artsvao-bench`: the queue benchmark. Uses a fresh database on the server of
+//! `DATABASE_URL`, the real enqueue path and real `artsvao-testworker` processes (the production
+//! worker runtime with the ledger), and prints a Markdown table.
+//!
+//! - drain: N no-op jobs committed at once while 1 (then 2) idle worker processes wait; time
+//!   from the commit to the last job's ledger `finished_at`.
+//! - pickup: 200 jobs enqueued one by one ~50 ms apart with 2 idle workers; latency from just
+//!   before each enqueue's COMMIT to its handler's first line.
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use bench::{now_us, Noop};
+use clap::Parser;
+use jobs::{Job, Requester};
+use shared::config::DbConfig;
+use sqlx::PgPool;
+use tokio::process::{Child, Command};
+
+#[derive(Parser)]
+#[command(name = "artsvao-bench", about = "ARTSVAO queue benchmark")]
+struct Args {
+    /// Server to use; a fresh database is created on it (and dropped afterwards).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+    /// Jobs in each drain run.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    /// Jobs in the pickup-latency run.
+    #[arg(long, default_value_t = 200)]
+    pickup_jobs: usize,
+    /// Spacing of the pickup jobs, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pickup_spacing_ms: u64,
+    /// Keep the benchmark database.
+    #[arg(long)]
+    keep: bool,
+}
+
+struct Workers(Vec<Child>);
+
+impl Workers {
+    async fn start(url: &str, n: usize) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let bin: PathBuf = exe.with_file_name("artsvao-testworker");
+        let mut children = Vec::new();
+        let mut ports = Vec::new();
+        for i in 0..n {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let child = Command::new(&bin)
+                .env("DATABASE_URL", url)
+                .env("HOSTNAME", format!("bench-{i}"))
+                .env("WORKER_ADDR", format!("127.0.0.1:{port}"))
+                .env("WORKER_QUEUES", Noop::KIND)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?;
+            children.push(child);
+            ports.push(port);
+        }
+        let http = reqwest_lite::Client;
+        for port in ports {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !http.ready(port).await {
+                anyhow::ensure!(Instant::now() < deadline, "worker on {port} never ready");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        // Let the idle dispatchers settle into their wait.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(Self(children))
+    }
+
+    async fn stop(mut self) {
+        for c in &mut self.0 {
+            if let Some(pid) = c.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+        }
+        for c in &mut self.0 {
+            let _ = tokio::time::timeout(Duration::from_secs(40), c.wait()).await;
+        }
+    }
+}
+
+/// Readiness probe over a raw TCP connection (keeps the benchmark free of an HTTP client).
+mod reqwest_lite {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    pub struct Client;
+
+    impl Client {
+        pub async fn ready(&self, port: u16) -> bool {
+            let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                return false;
+            };
+            let req = "GET /api/health/readiness HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+            if s.write_all(req.as_bytes()).await.is_err() {
+                return false;
+            }
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf).await;
+            buf.starts_with(b"HTTP/1.1 200")
+        }
+    }
+}
+
+async fn clear(db: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("truncate job_runs cascade").execute(db).await?;
+    sqlx::query("delete from apalis.jobs").execute(db).await?;
+    Ok(())
+}
+
+/// Drain: returns (jobs/s, seconds).
+async fn drain(db: &PgPool, url: &str, n: usize, processes: usize) -> anyhow::Result<(f64, f64)> {
+    clear(db).await?;
+    let workers = Workers::start(url, processes).await?;
+    let jobs = vec![Noop {}; n];
+    let mut tx = db.begin().await?;
+    for chunk in jobs.chunks(5000) {
+        jobs::enqueue_many(&mut tx, &Requester::system(), chunk).await?;
+    }
+    let t0: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select clock_timestamp()")
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let done: i64 = sqlx::query_scalar(
+            "select count(*) from job_runs where state = 'succeeded' and kind = $1",
+        )
+        .bind(Noop::KIND)
+        .fetch_one(db)
+        .await?;
+        if done as usize >= n {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "drain did not finish: {done}/{n}"
+        );
+        // The end time comes from the ledger, so polling slowly costs no precision.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let end: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("select max(finished_at) from job_runs where kind = $1")
+            .bind(Noop::KIND)
+            .fetch_one(db)
+            .await?;
+    workers.stop().await;
+    let secs = (end - t0).num_microseconds().unwrap_or_default() as f64 / 1e6;
+    Ok((n as f64 / secs, secs))
+}
+
+/// Pickup latency: returns sorted latencies in milliseconds.
+async fn pickup(db: &PgPool, url: &str, n: usize, spacing: Duration) -> anyhow::Result<Vec<f64>> {
+    clear(db).await?;
+    let workers = Workers::start(url, 2).await?;
+    let mut sent = Vec::with_capacity(n);
+    let mut tick = tokio::time::interval(spacing);
+    for _ in 0..n {
+        tick.tick().await;
+        let mut tx = db.begin().await?;
+        let e = jobs::enqueue(&mut tx, &Requester::system(), &Noop {}).await?;
+        let t = now_us();
+        tx.commit().await?;
+        sent.push((e.job_id, t));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut latencies = Vec::with_capacity(n);
+    for (id, t) in &sent {
+        let started = loop {
+            let r: Option<serde_json::Value> = sqlx::query_scalar(
+                "select result from job_runs where id = $1 and state = 'succeeded'",
+            )
+            .bind(id)
+            .fetch_one(db)
+            .await?;
+            if let Some(r) = r {
+                break r["started_us"].as_i64().unwrap_or_default();
+            }
+            anyhow::ensure!(Instant::now() < deadline, "pickup job {id} never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        latencies.push((started - t) as f64 / 1000.0);
+    }
+    workers.stop().await;
+    latencies.sort_by(f64::total_cmp);
+    Ok(latencies)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let base = args
+        .database_url
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .unwrap_or(args.database_url.clone());
+    let name = format!("artsvao_bench_{}", now_us());
+    let url = format!("{base}/{name}");
+    let config = DbConfig::for_url(&url);
+    shared::db::ensure_database(&config).await?;
+    let db = shared::db::connect(&config, "artsvao-bench").await?;
+    jobs::engine::migrate(&db).await?;
+
+    println!("| run | jobs | processes | time | result |");
+    println!("|---|---:|---:|---:|---|");
+    for processes in [1, 2] {
+        let (rate, secs) = drain(&db, &url, args.jobs, processes).await?;
+        println!(
+            "| drain | {} | {processes} | {secs:.2} s | **{rate:.0} jobs/s** |",
+            args.jobs
+        );
+    }
+    let l = pickup(
+        &db,
+        &url,
+        args.pickup_jobs,
+        Duration::from_millis(args.pickup_spacing_ms),
+    )
+    .await?;
+    println!(
+        "| pickup | {} | 2 | {} ms apart | p50 **{:.2} ms**, p99 **{:.2} ms**, max **{:.2} ms** |",
+        args.pickup_jobs,
+        args.pickup_spacing_ms,
+        percentile(&l, 0.5),
+        percentile(&l, 0.99),
+        l[l.len() - 1]
+    );
+
+    db.close().await;
+    if !args.keep {
+        let admin = sqlx::PgPool::connect(&args.database_url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "drop database if exists \"{name}\" with (force)"
+        )))
+        .execute(&admin)
+        .await?;
+    }
+    Ok(())
+}

@@ -81,6 +81,8 @@ pub async fn prune_jobs(job: PruneJobs, ctx: JobContext) -> Result<PruneReport, 
                  for update skip locked
              ), engine as (
                  delete from apalis.jobs j using doomed d where j.id = d.id
+             ), events as (
+                 delete from job_events e using doomed d where e.job_id = d.id
              ), ledger as (
                  delete from job_runs r using doomed d where r.id = d.id returning r.id
              )

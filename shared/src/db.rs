@@ -89,6 +89,16 @@ pub fn connect_lazy(config: &DbConfig, application_name: &str) -> Result<PgPool,
     Ok(pool_options(config).connect_lazy_with(options))
 }
 
+/// [`connect_lazy`] with extra session settings (`name`, `value`) on every connection.
+pub fn connect_lazy_with_settings(
+    config: &DbConfig,
+    application_name: &str,
+    settings: &[(&str, &str)],
+) -> Result<PgPool, DbError> {
+    let options = connect_options(config, application_name)?.options(settings.iter().copied());
+    Ok(pool_options(config).connect_lazy_with(options))
+}
+
 fn pool_options(config: &DbConfig) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(config.db_pool_size)

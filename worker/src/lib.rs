@@ -102,7 +102,11 @@ pub async fn run(
     jobs::engine::migrate(&pool).await?;
     let mut engine_db = config.db.clone();
     engine_db.db_pool_size = config.engine_pool_size.max(2);
-    let engine_pool = shared::db::connect_lazy(&engine_db, "artsvao-worker-engine")?;
+    let engine_pool = shared::db::connect_lazy_with_settings(
+        &engine_db,
+        "artsvao-worker-engine",
+        jobs::engine::SESSION_SETTINGS,
+    )?;
 
     let limiter = jobs::Limiter::with_defaults(pool.clone(), &config.rate_limits);
     let runtime =
