@@ -85,15 +85,7 @@ async fn another_users_job_is_404_but_an_admin_sees_it(db: PgPool) {
     let (owner, owner_token) = app.user("manager").await;
     let (_, other_token) = app.user("manager").await;
     let (_, admin_token) = app.user("admin").await;
-    let id = app
-        .enqueue(
-            owner,
-            Steps {
-                steps: 1,
-                step_ms: 1,
-            },
-        )
-        .await;
+    let id = app.enqueue(owner, Steps::new(1, 1)).await;
 
     assert_eq!(
         app.get(&owner_token, &format!("/api/jobs/{id}"))
@@ -183,15 +175,7 @@ async fn too_many_requests_get_429_with_retry_after_but_status_polling_is_not_th
     ]);
     let app = TestApp::spawn_with(db, None, config).await;
     let (user, token) = app.user("manager").await; // one login
-    let id = app
-        .enqueue(
-            user,
-            Steps {
-                steps: 1,
-                step_ms: 1,
-            },
-        )
-        .await;
+    let id = app.enqueue(user, Steps::new(1, 1)).await;
 
     for _ in 0..5 {
         assert_eq!(

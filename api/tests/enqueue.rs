@@ -33,16 +33,9 @@ async fn count(db: &PgPool, sql: &str) -> i64 {
 async fn enqueue_inside_a_rolled_back_transaction_leaves_no_job_and_no_ledger_row(db: PgPool) {
     let app = TestApp::spawn_with(db, None, api_config(&[])).await;
     let mut tx = app.db.begin().await.unwrap();
-    let out = jobs::enqueue(
-        &mut tx,
-        &Requester::system(),
-        &Steps {
-            steps: 1,
-            step_ms: 1,
-        },
-    )
-    .await
-    .unwrap();
+    let out = jobs::enqueue(&mut tx, &Requester::system(), &Steps::new(1, 1))
+        .await
+        .unwrap();
     assert_eq!(count_in(&mut tx, &out.job_id).await, (1, 1));
     tx.rollback().await.unwrap();
 
@@ -102,16 +95,7 @@ async fn a_users_jobs_are_listed_newest_first_with_filters_and_a_total(db: PgPoo
     let (user, token) = app.user("manager").await;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(
-            app.enqueue(
-                user,
-                Steps {
-                    steps: 1,
-                    step_ms: 1,
-                },
-            )
-            .await,
-        );
+        ids.push(app.enqueue(user, Steps::new(1, 1)).await);
     }
     let broken = app.enqueue(user, Broken).await;
     app.wait_terminal(&token, &broken, Duration::from_secs(10))

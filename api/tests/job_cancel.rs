@@ -15,15 +15,7 @@ async fn a_cancelled_queued_job_never_runs(db: PgPool) {
     // No worker yet: the job stays queued.
     let mut app = TestApp::spawn_with(db, None, api_config(&[])).await;
     let (user, token) = app.user("manager").await;
-    let cancelled = app
-        .enqueue(
-            user,
-            Steps {
-                steps: 1,
-                step_ms: 1,
-            },
-        )
-        .await;
+    let cancelled = app.enqueue(user, Steps::new(1, 1)).await;
 
     let res = app
         .post(&token, &format!("/api/jobs/{cancelled}/cancel"), json!({}))
@@ -34,15 +26,7 @@ async fn a_cancelled_queued_job_never_runs(db: PgPool) {
     assert_eq!(body["cancel_requested"], true);
 
     // A job enqueued after it is run by the worker: proof the queue was processed.
-    let later = app
-        .enqueue(
-            user,
-            Steps {
-                steps: 1,
-                step_ms: 1,
-            },
-        )
-        .await;
+    let later = app.enqueue(user, Steps::new(1, 1)).await;
     app.start_worker(test_registry(&calls));
     let done = app
         .wait_terminal(&token, &later, Duration::from_secs(10))
@@ -66,19 +50,8 @@ async fn a_running_job_that_checks_the_flag_ends_cancelled(db: PgPool) {
     let calls = Calls::default();
     let app = TestApp::spawn(db, test_registry(&calls)).await;
     let (user, token) = app.user("manager").await;
-    let id = app
-        .enqueue(
-            user,
-            Steps {
-                steps: 100,
-                step_ms: 100,
-            },
-        )
-        .await;
-    app.wait_until(&token, &id, Duration::from_secs(10), |s| {
-        s["state"] == "running"
-    })
-    .await;
+    let id = app.enqueue(user, Steps::new(100, 100)).await;
+    app.wait_running(&token, &id).await;
 
     let res = app
         .post(&token, &format!("/api/jobs/{id}/cancel"), json!({}))
@@ -98,15 +71,7 @@ async fn another_users_job_cannot_be_cancelled(db: PgPool) {
     let app = TestApp::spawn_with(db, None, api_config(&[])).await;
     let (owner, _) = app.user("manager").await;
     let (_, other) = app.user("manager").await;
-    let id = app
-        .enqueue(
-            owner,
-            Steps {
-                steps: 1,
-                step_ms: 1,
-            },
-        )
-        .await;
+    let id = app.enqueue(owner, Steps::new(1, 1)).await;
 
     let res = app
         .post(&other, &format!("/api/jobs/{id}/cancel"), json!({}))

@@ -14,15 +14,7 @@ async fn a_subscriber_sees_queued_running_progress_succeeded_then_the_stream_end
     let calls = Calls::default();
     let app = TestApp::spawn(db, test_registry(&calls)).await;
     let (user, token) = app.user("manager").await;
-    let id = app
-        .enqueue(
-            user,
-            Steps {
-                steps: 2,
-                step_ms: 150,
-            },
-        )
-        .await;
+    let id = app.enqueue(user, Steps::new(2, 150)).await;
 
     let res = app.get(&token, &format!("/api/jobs/{id}/events")).await;
     assert_eq!(res.status(), 200);

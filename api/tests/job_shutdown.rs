@@ -20,19 +20,8 @@ async fn a_job_running_at_shutdown_finishes_before_the_worker_stops(db: PgPool) 
     let calls = Calls::default();
     let app = TestApp::spawn(db.clone(), test_registry(&calls)).await;
     let (user, token) = app.user("manager").await;
-    let id = app
-        .enqueue(
-            user,
-            Steps {
-                steps: 5,
-                step_ms: 200,
-            },
-        )
-        .await;
-    app.wait_until(&token, &id, Duration::from_secs(10), |s| {
-        s["state"] == "running"
-    })
-    .await;
+    let id = app.enqueue(user, Steps::new(5, 200)).await;
+    app.wait_running(&token, &id).await;
 
     app.stop().await;
 
@@ -45,19 +34,8 @@ async fn a_job_still_running_after_the_grace_period_is_released_to_the_queue_unc
     let calls = Calls::default();
     let app = TestApp::spawn(db.clone(), test_registry(&calls)).await;
     let (user, token) = app.user("manager").await;
-    let id = app
-        .enqueue(
-            user,
-            Steps {
-                steps: 100,
-                step_ms: 200,
-            },
-        )
-        .await;
-    app.wait_until(&token, &id, Duration::from_secs(10), |s| {
-        s["state"] == "running"
-    })
-    .await;
+    let id = app.enqueue(user, Steps::new(100, 200)).await;
+    app.wait_running(&token, &id).await;
 
     let started = Instant::now();
     app.stop().await; // grace period of the test runtime: 5 s

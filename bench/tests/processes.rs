@@ -15,6 +15,18 @@ use support::*;
 
 const SLEEP: &str = Sleep::KIND;
 
+/// One replica named `replica-a` running `test_sleep` `concurrency` at a time.
+async fn replica_a(url: &str, concurrency: &str) -> WorkerProc {
+    let env = format!("test_sleep={concurrency}");
+    WorkerProc::start(
+        url,
+        "replica-a",
+        free_port(),
+        &[("WORKER_CONCURRENCY", env.as_str())],
+    )
+    .await
+}
+
 async fn all_succeeded(db: &PgPool, kind: &str, n: i64, within: Duration) {
     wait_for("every job succeeded", within, || async {
         (count(db, kind, "succeeded").await == n).then_some(())
@@ -66,13 +78,7 @@ async fn jobs_of_a_sigkilled_worker_restarted_at_once_with_the_same_settings_suc
 ) {
     jobs::engine::migrate(&db).await.unwrap();
     let url = db_url(&db);
-    let mut a = WorkerProc::start(
-        &url,
-        "replica-a",
-        free_port(),
-        &[("WORKER_CONCURRENCY", "test_sleep=4")],
-    )
-    .await;
+    let mut a = replica_a(&url, "4").await;
     enqueue(&db, &vec![Sleep { ms: 2000 }; 4]).await;
     wait_for("all four running", Duration::from_secs(10), || async {
         (running_on(&db, SLEEP, "replica-a").await == 4).then_some(())
@@ -95,13 +101,7 @@ async fn sigterm_finishes_the_running_job_exits_0_and_leaves_the_queued_one_for_
 ) {
     jobs::engine::migrate(&db).await.unwrap();
     let url = db_url(&db);
-    let mut a = WorkerProc::start(
-        &url,
-        "replica-a",
-        free_port(),
-        &[("WORKER_CONCURRENCY", "test_sleep=1")],
-    )
-    .await;
+    let mut a = replica_a(&url, "1").await;
     let long = enqueue(&db, &[Sleep { ms: 5000 }]).await.remove(0);
     wait_for("the 5 s job running", Duration::from_secs(10), || async {
         (running_on(&db, SLEEP, "replica-a").await == 1).then_some(())

@@ -16,10 +16,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    registry::Scheduled,
-    runtime::{db_backoff, Throttled},
-};
+use crate::{registry::Scheduled, runtime::DbRetry};
 
 /// First tick strictly after `t`.
 fn next_tick(s: &Scheduled, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -102,21 +99,18 @@ pub(crate) async fn run_schedule(pool: PgPool, s: Scheduled, stop: CancellationT
     if s.schedule.is_none() {
         return;
     }
-    let mut log = Throttled::new("cron tick");
-    let mut failures = 0u32;
+    let mut retry = DbRetry::new("cron tick");
     let last = loop {
         match last_recorded(&pool, &s.name).await {
             Ok(last) => break last,
             Err(error) => {
-                log.error(&error);
-                failures += 1;
-                tokio::select! {
-                    _ = tokio::time::sleep(db_backoff(failures)) => {}
-                    _ = stop.cancelled() => return,
+                if !retry.failed(&error, &stop).await {
+                    return;
                 }
             }
         }
     };
+    retry.succeeded();
     let now = Utc::now();
     let mut target = match (last, prev_tick(&s, now)) {
         (Some(last), Some(prev)) if prev > last => {
@@ -133,25 +127,21 @@ pub(crate) async fn run_schedule(pool: PgPool, s: Scheduled, stop: CancellationT
         if !sleep_until(target, &stop).await {
             return;
         }
-        failures = 0;
         loop {
             match fire(&pool, &s, target).await {
                 Ok(Some(job_id)) => {
-                    log.recovered();
+                    retry.succeeded();
                     tracing::info!(schedule = %s.name, tick = %target, job.id = %job_id, "cron tick enqueued");
                     break;
                 }
                 Ok(None) => {
-                    log.recovered();
+                    retry.succeeded();
                     tracing::debug!(schedule = %s.name, tick = %target, "tick enqueued by another replica");
                     break;
                 }
                 Err(error) => {
-                    log.error(&error);
-                    failures += 1;
-                    tokio::select! {
-                        _ = tokio::time::sleep(db_backoff(failures)) => {}
-                        _ = stop.cancelled() => return,
+                    if !retry.failed(&error, &stop).await {
+                        return;
                     }
                     if let Some(prev) = prev_tick(&s, Utc::now()) {
                         target = target.max(prev);

@@ -85,6 +85,21 @@ impl WorkerConfig {
     }
 }
 
+/// The body of a worker binary: configuration from flags and env, logs, metrics, then [`run`]
+/// with the kinds `registry` gives for that configuration until SIGTERM / SIGINT.
+pub async fn main_with(registry: impl FnOnce(&WorkerConfig) -> Registry) {
+    use clap::Parser;
+    let config = WorkerConfig::parse();
+    shared::telemetry::init(&config.log);
+    shared::metrics::handle();
+    let shutdown = shared::shutdown::on_signal();
+    let registry = registry(&config);
+    if let Err(error) = run(config, registry, shutdown).await {
+        tracing::error!(error = %format!("{error:#}"), "worker stopped with an error");
+        std::process::exit(1);
+    }
+}
+
 /// Connects, migrates (creating the database if needed) and runs the worker until `shutdown`.
 pub async fn run(
     config: WorkerConfig,

@@ -98,6 +98,41 @@ impl Throttled {
     }
 }
 
+/// A loop that talks to the database: failures are logged throttled and followed by a capped
+/// exponential wait ([`db_backoff`]); a success logs the recovery and resets the wait.
+pub(crate) struct DbRetry {
+    pub(crate) log: Throttled,
+    failures: u32,
+}
+
+impl DbRetry {
+    pub(crate) fn new(what: &'static str) -> Self {
+        Self {
+            log: Throttled::new(what),
+            failures: 0,
+        }
+    }
+
+    /// Logs `error` and waits the next backoff; false when `stop` fired meanwhile.
+    pub(crate) async fn failed(
+        &mut self,
+        error: &(dyn std::fmt::Display + Sync),
+        stop: &CancellationToken,
+    ) -> bool {
+        self.log.error(error);
+        self.failures += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(db_backoff(self.failures)) => true,
+            _ = stop.cancelled() => false,
+        }
+    }
+
+    pub(crate) fn succeeded(&mut self) {
+        self.log.recovered();
+        self.failures = 0;
+    }
+}
+
 /// Capped exponential delay for retrying the database: 100 ms doubling to 5 s.
 pub(crate) fn db_backoff(failures: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(5))
@@ -262,24 +297,20 @@ impl Runtime {
     }
 
     async fn register_until_ok(&self, shutdown: &CancellationToken) {
-        let mut log = Throttled::new("worker registration");
-        let mut failures = 0;
+        let mut retry = DbRetry::new("worker registration");
         loop {
             match engine::register_worker(&self.engine_pool, &self.process, &self.registry.kinds())
                 .await
             {
                 Ok(()) => {
                     self.health.set_db_ok(true);
-                    log.recovered();
+                    retry.succeeded();
                     return;
                 }
                 Err(error) => {
                     self.health.set_db_ok(false);
-                    log.error(&error);
-                    failures += 1;
-                    tokio::select! {
-                        _ = tokio::time::sleep(db_backoff(failures)) => {}
-                        _ = shutdown.cancelled() => return,
+                    if !retry.failed(&error, shutdown).await {
+                        return;
                     }
                 }
             }
@@ -306,8 +337,7 @@ struct Dispatch {
 async fn dispatch(ctx: Dispatch, shutdown: CancellationToken) {
     let kind = ctx.registered.spec.kind;
     let slots = Arc::new(Semaphore::new(ctx.registered.concurrency));
-    let mut log = Throttled::new("claiming jobs");
-    let mut failures = 0u32;
+    let mut retry = DbRetry::new("claiming jobs");
     loop {
         let first = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => return },
@@ -326,8 +356,7 @@ async fn dispatch(ctx: Dispatch, shutdown: CancellationToken) {
         let wanted = permits.len();
         match engine::claim(&ctx.engine_pool, &ctx.worker, kind, wanted).await {
             Ok(claimed) => {
-                failures = 0;
-                log.recovered();
+                retry.succeeded();
                 ctx.health.set_db_ok(true);
                 let got = claimed.len();
                 for job in claimed {
@@ -358,11 +387,8 @@ async fn dispatch(ctx: Dispatch, shutdown: CancellationToken) {
             Err(error) => {
                 drop(permits);
                 ctx.health.set_db_ok(false);
-                log.error(&error);
-                failures += 1;
-                tokio::select! {
-                    _ = tokio::time::sleep(db_backoff(failures)) => {}
-                    _ = shutdown.cancelled() => return,
+                if !retry.failed(&error, &shutdown).await {
+                    return;
                 }
             }
         }
@@ -604,8 +630,7 @@ async fn listen(
     struct Insert {
         job_type: String,
     }
-    let mut log = Throttled::new("LISTEN for new jobs");
-    let mut failures = 0u32;
+    let mut retry = DbRetry::new("LISTEN for new jobs");
     loop {
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
@@ -616,18 +641,15 @@ async fn listen(
             l = connected => match l {
                 Ok(l) => l,
                 Err(error) => {
-                    log.error(&error);
-                    failures += 1;
-                    tokio::select! {
-                        _ = tokio::time::sleep(db_backoff(failures)) => continue,
-                        _ = stop.cancelled() => return,
+                    if retry.failed(&error, &stop).await {
+                        continue;
                     }
+                    return;
                 }
             },
             _ = stop.cancelled() => return,
         };
-        failures = 0;
-        log.recovered();
+        retry.succeeded();
         wakers.values().for_each(|w| w.notify_one());
         loop {
             let next = tokio::select! {
@@ -645,7 +667,7 @@ async fn listen(
                 // Connection lost: sqlx reconnects on the next call; wake everyone meanwhile.
                 Ok(None) => wakers.values().for_each(|w| w.notify_one()),
                 Err(error) => {
-                    log.error(&error);
+                    retry.log.error(&error);
                     break;
                 }
             }

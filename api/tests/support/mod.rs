@@ -178,6 +178,14 @@ impl TestApp {
         }
     }
 
+    /// Waits until the job is running (10 s at most).
+    pub async fn wait_running(&self, token: &str, id: &str) -> Value {
+        self.wait_until(token, id, Duration::from_secs(10), |s| {
+            s["state"] == "running"
+        })
+        .await
+    }
+
     pub async fn wait_terminal(&self, token: &str, id: &str, within: Duration) -> Value {
         self.wait_until(token, id, within, |s| {
             matches!(
@@ -263,6 +271,11 @@ impl Job for Sleepy {
 pub struct Steps {
     pub steps: u8,
     pub step_ms: u64,
+}
+impl Steps {
+    pub fn new(steps: u8, step_ms: u64) -> Self {
+        Self { steps, step_ms }
+    }
 }
 impl Job for Steps {
     const KIND: &'static str = "test_steps";
