@@ -61,6 +61,28 @@ async fn a_5_second_database_outage_loses_no_job_and_the_workers_resume_by_thems
         }
     };
     assert_eq!(ready(api_base.clone()).await.0, 200);
+    let admin_db = sqlx::PgPool::connect(&url).await.unwrap();
+    api::auth::upsert_user(
+        &admin_db,
+        "ops@artsvao.test",
+        "correct horse battery",
+        api::auth::Role::Manager,
+    )
+    .await
+    .unwrap();
+    admin_db.close().await;
+    let login: serde_json::Value = http
+        .post(format!("{api_base}/api/auth/login"))
+        .json(
+            &serde_json::json!({"email": "ops@artsvao.test", "password": "correct horse battery"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap().to_string();
 
     let db = sqlx::PgPool::connect(&url).await.unwrap();
     enqueue(&db, &vec![Sleep { ms: 500 }; 60]).await;
@@ -80,6 +102,24 @@ async fn a_5_second_database_outage_loses_no_job_and_the_workers_resume_by_thems
     assert!(
         took < Duration::from_secs(4),
         "readiness answered in {took:?}"
+    );
+    // An ordinary endpoint: 503 + Retry-After in the JSON error shape, within the 2 s acquire
+    // timeout (plus slack), never a hang.
+    let t = Instant::now();
+    let res = http
+        .get(format!("{api_base}/api/jobs"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    assert_eq!(res.status().as_u16(), 503);
+    assert!(res.headers().get("retry-after").is_some());
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(body["error"]["code"].is_string(), "{body}");
+    assert!(
+        took < Duration::from_secs(4),
+        "GET /api/jobs answered in {took:?}"
     );
     for w in [&a, &b] {
         let (status, _, took) = ready(format!("http://{}", w.addr)).await;
