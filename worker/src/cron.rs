@@ -37,6 +37,20 @@ fn prev_tick(s: &Scheduled, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         .map(|d| d.with_timezone(&Utc))
 }
 
+/// The first tick a starting scheduler fires, and whether it is a catch-up: the latest tick
+/// missed since the last recorded one (only one, however many were missed), else the next one.
+/// A schedule that never ticked has nothing to catch up.
+fn first_target(
+    s: &Scheduled,
+    last: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, bool)> {
+    match (last, prev_tick(s, now)) {
+        (Some(last), Some(prev)) if prev > last => Some((prev, true)),
+        _ => next_tick(s, now).map(|t| (t, false)),
+    }
+}
+
 /// Enqueues the tick's job unless another replica already did. Returns the new job id.
 async fn fire(
     pool: &PgPool,
@@ -111,17 +125,12 @@ pub(crate) async fn run_schedule(pool: PgPool, s: Scheduled, stop: CancellationT
         }
     };
     retry.succeeded();
-    let now = Utc::now();
-    let mut target = match (last, prev_tick(&s, now)) {
-        (Some(last), Some(prev)) if prev > last => {
-            tracing::info!(schedule = %s.name, missed = %prev, "catching up one missed tick");
-            prev
-        }
-        _ => match next_tick(&s, now) {
-            Some(t) => t,
-            None => return,
-        },
+    let Some((mut target, catch_up)) = first_target(&s, last, Utc::now()) else {
+        return;
     };
+    if catch_up {
+        tracing::info!(schedule = %s.name, missed = %target, "catching up one missed tick");
+    }
     tracing::info!(schedule = %s.name, expr = %s.expr, next = %target, "cron schedule active");
     loop {
         if !sleep_until(target, &stop).await {
@@ -185,5 +194,31 @@ mod tests {
             Some(prev),
             "a tick at t is the latest at or before t"
         );
+    }
+
+    #[test]
+    fn a_scheduler_back_from_downtime_catches_up_only_the_latest_missed_tick() {
+        let registry = Registry::new().schedule(
+            "every_second",
+            "* * * * * *",
+            jobs::maintenance::PruneJobs::default(),
+        );
+        let s = &registry.schedules[0];
+        let at = |secs: u32, ms: i64| {
+            Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, secs).unwrap()
+                + chrono::Duration::milliseconds(ms)
+        };
+        // Last tick 10:00:00, back at 10:00:04.5: four missed, one (10:00:04) caught up.
+        assert_eq!(
+            first_target(s, Some(at(0, 0)), at(4, 500)),
+            Some((at(4, 0), true))
+        );
+        // Nothing missed: the next tick.
+        assert_eq!(
+            first_target(s, Some(at(4, 0)), at(4, 500)),
+            Some((at(5, 0), false))
+        );
+        // Never ticked: no catch-up.
+        assert_eq!(first_target(s, None, at(4, 500)), Some((at(5, 0), false)));
     }
 }
