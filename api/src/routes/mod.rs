@@ -13,6 +13,7 @@ use tower_http::{
 use crate::{error::ApiError, state::AppState};
 
 pub mod auth;
+pub mod clients;
 pub mod health;
 pub mod jobs;
 pub mod users;
@@ -26,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(jobs::routes())
         .merge(users::routes())
+        .merge(clients::routes())
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn_with_state(
             state.clone(),

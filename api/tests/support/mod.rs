@@ -132,6 +132,16 @@ impl TestApp {
             .unwrap()
     }
 
+    pub async fn patch(&self, token: &str, path: &str, body: Value) -> Response {
+        self.http
+            .patch(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn post(&self, token: &str, path: &str, body: Value) -> Response {
         self.http
             .post(format!("{}{path}", self.base))

@@ -1,0 +1,589 @@
+//! Clients: create, update, archive, read and search. Managers and admins write; every role
+//! reads (teachers see their groups' members through the same records).
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    routing::{get, post},
+    Json, Router,
+};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::{
+    auth::{CurrentUser, Role},
+    error::{ApiError, AppJson, AppQuery, FieldErrors},
+    routes::Page,
+    state::AppState,
+};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/clients", get(list).post(create))
+        .route("/api/clients/{id}", get(show).patch(update))
+        .route("/api/clients/{id}/archive", post(archive))
+}
+
+const WRITERS: &[Role] = &[Role::Admin, Role::Manager];
+
+/// Columns every read selects, in [`ClientRow`] order.
+const COLUMNS: &str = "c.id, c.last_name, c.first_name, c.middle_name, c.phone, c.email, \
+     c.birth_date, c.guardian_id, c.telegram_chat_id, c.notify_telegram, c.notify_email, \
+     c.comment, c.archived_at, c.created_at, c.updated_at";
+
+#[derive(sqlx::FromRow)]
+struct ClientRow {
+    id: Uuid,
+    last_name: String,
+    first_name: String,
+    middle_name: Option<String>,
+    phone: Option<String>,
+    email: Option<String>,
+    birth_date: Option<NaiveDate>,
+    guardian_id: Option<Uuid>,
+    telegram_chat_id: Option<i64>,
+    notify_telegram: bool,
+    notify_email: bool,
+    comment: Option<String>,
+    archived_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+struct Notify {
+    telegram: bool,
+    email: bool,
+}
+
+/// A client as the API shows it.
+#[derive(Serialize)]
+struct Client {
+    id: Uuid,
+    last_name: String,
+    first_name: String,
+    middle_name: Option<String>,
+    full_name: String,
+    phone: Option<String>,
+    email: Option<String>,
+    birth_date: Option<NaiveDate>,
+    guardian_id: Option<Uuid>,
+    telegram_chat_id: Option<i64>,
+    notify: Notify,
+    comment: Option<String>,
+    archived: bool,
+    archived_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<ClientRow> for Client {
+    fn from(r: ClientRow) -> Self {
+        let full_name = [
+            Some(&r.last_name),
+            Some(&r.first_name),
+            r.middle_name.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(" ");
+        Self {
+            id: r.id,
+            full_name,
+            last_name: r.last_name,
+            first_name: r.first_name,
+            middle_name: r.middle_name,
+            phone: r.phone,
+            email: r.email,
+            birth_date: r.birth_date,
+            guardian_id: r.guardian_id,
+            telegram_chat_id: r.telegram_chat_id,
+            notify: Notify {
+                telegram: r.notify_telegram,
+                email: r.notify_email,
+            },
+            comment: r.comment,
+            archived: r.archived_at.is_some(),
+            archived_at: r.archived_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// Normalises a phone number to E.164. Russian numbers are accepted in the usual local forms
+/// (`8 916 123-45-67`, `+7 (916) 123 45 67`, `9161234567`); other countries need `+` and the
+/// country code.
+pub fn normalize_phone(raw: &str) -> Option<String> {
+    let trimmed = raw.trim();
+    let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
+    let allowed = trimmed
+        .chars()
+        .all(|c| c.is_ascii_digit() || " +-()".contains(c));
+    if !allowed || digits.is_empty() {
+        return None;
+    }
+    let e164 = if trimmed.starts_with('+') {
+        digits
+    } else if digits.len() == 11 && (digits.starts_with('8') || digits.starts_with('7')) {
+        format!("7{}", &digits[1..])
+    } else if digits.len() == 10 {
+        format!("7{digits}")
+    } else {
+        return None;
+    };
+    let ok = (8..=15).contains(&e164.len()) && !e164.starts_with('0');
+    let russian_ok = !e164.starts_with('7') || e164.len() == 11;
+    (ok && russian_ok).then(|| format!("+{e164}"))
+}
+
+/// The writable fields of a client, validated.
+#[derive(Debug, Default)]
+struct ClientInput {
+    last_name: String,
+    first_name: String,
+    middle_name: Option<String>,
+    phone: Option<String>,
+    email: Option<String>,
+    birth_date: Option<NaiveDate>,
+    guardian_id: Option<Uuid>,
+    telegram_chat_id: Option<i64>,
+    notify_telegram: bool,
+    notify_email: bool,
+    comment: Option<String>,
+}
+
+impl ClientInput {
+    fn from_row(r: &ClientRow) -> Self {
+        Self {
+            last_name: r.last_name.clone(),
+            first_name: r.first_name.clone(),
+            middle_name: r.middle_name.clone(),
+            phone: r.phone.clone(),
+            email: r.email.clone(),
+            birth_date: r.birth_date,
+            guardian_id: r.guardian_id,
+            telegram_chat_id: r.telegram_chat_id,
+            notify_telegram: r.notify_telegram,
+            notify_email: r.notify_email,
+            comment: r.comment.clone(),
+        }
+    }
+
+    /// Applies the keys present in `body` (null clears an optional field), collecting every
+    /// problem by field name. Unknown keys are refused so a typo never passes silently.
+    fn apply(&mut self, body: &Map<String, Value>, fields: &mut FieldErrors) {
+        for (key, value) in body {
+            let problem = match key.as_str() {
+                "last_name" => text(value, true).map(|v| self.last_name = v.unwrap_or_default()),
+                "first_name" => text(value, true).map(|v| self.first_name = v.unwrap_or_default()),
+                "middle_name" => text(value, false).map(|v| self.middle_name = v),
+                "comment" => text(value, false).map(|v| self.comment = v),
+                "phone" => text(value, false).and_then(|v| match v {
+                    None => {
+                        self.phone = None;
+                        Ok(())
+                    }
+                    Some(p) => normalize_phone(&p)
+                        .map(|p| self.phone = Some(p))
+                        .ok_or_else(|| "expected a phone number like +7 916 123-45-67".into()),
+                }),
+                "email" => text(value, false).and_then(|v| match v {
+                    Some(e) if !valid_email(&e) => Err("expected an e-mail address".into()),
+                    v => {
+                        self.email = v.map(|e| e.to_lowercase());
+                        Ok(())
+                    }
+                }),
+                "birth_date" => text(value, false).and_then(|v| match v {
+                    None => {
+                        self.birth_date = None;
+                        Ok(())
+                    }
+                    Some(d) => match NaiveDate::parse_from_str(&d, "%Y-%m-%d") {
+                        Ok(d) if d <= Utc::now().date_naive() && d.year_ok() => {
+                            self.birth_date = Some(d);
+                            Ok(())
+                        }
+                        Ok(_) => Err("must be a past date after 1900".into()),
+                        Err(_) => Err("expected a date YYYY-MM-DD".into()),
+                    },
+                }),
+                "guardian_id" => match value {
+                    Value::Null => {
+                        self.guardian_id = None;
+                        Ok(())
+                    }
+                    Value::String(s) => Uuid::parse_str(s)
+                        .map(|id| self.guardian_id = Some(id))
+                        .map_err(|_| "expected a client id".into()),
+                    _ => Err("expected a client id".into()),
+                },
+                "telegram_chat_id" => match value {
+                    Value::Null => {
+                        self.telegram_chat_id = None;
+                        Ok(())
+                    }
+                    Value::Number(n) if n.as_i64().is_some() => {
+                        self.telegram_chat_id = n.as_i64();
+                        Ok(())
+                    }
+                    _ => Err("expected an integer chat id".into()),
+                },
+                "notify" => match value {
+                    Value::Object(m) => {
+                        let mut problem = Ok(());
+                        for (channel, v) in m {
+                            match (channel.as_str(), v.as_bool()) {
+                                ("telegram", Some(b)) => self.notify_telegram = b,
+                                ("email", Some(b)) => self.notify_email = b,
+                                _ => {
+                                    problem = Err("expected {\"telegram\": bool, \"email\": bool}"
+                                        .to_string())
+                                }
+                            }
+                        }
+                        problem
+                    }
+                    _ => Err("expected {\"telegram\": bool, \"email\": bool}".into()),
+                },
+                _ => Err("unknown field".into()),
+            };
+            if let Err(p) = problem {
+                fields.insert(key.clone(), p);
+            }
+        }
+        for (name, value) in [
+            ("last_name", &self.last_name),
+            ("first_name", &self.first_name),
+        ] {
+            if value.trim().is_empty() && !fields.contains_key(name) {
+                fields.insert(name.into(), "required".into());
+            }
+        }
+    }
+}
+
+trait YearOk {
+    fn year_ok(&self) -> bool;
+}
+
+impl YearOk for NaiveDate {
+    fn year_ok(&self) -> bool {
+        chrono::Datelike::year(self) >= 1900
+    }
+}
+
+fn valid_email(e: &str) -> bool {
+    let e = e.trim();
+    matches!(e.split_once('@'), Some((user, domain)) if !user.is_empty() && domain.contains('.') && !e.contains(' '))
+}
+
+/// A JSON string (trimmed; empty counts as absent) or null. `required` refuses null.
+fn text(value: &Value, required: bool) -> Result<Option<String>, String> {
+    match value {
+        Value::Null if required => Err("required".into()),
+        Value::Null => Ok(None),
+        Value::String(s) if s.chars().count() > 500 => Err("at most 500 characters".into()),
+        Value::String(s) => {
+            let t = s.trim();
+            Ok((!t.is_empty()).then(|| t.to_string()))
+        }
+        _ => Err("expected a string".into()),
+    }
+}
+
+/// Inserts or updates (`id`) in one statement; a guardian that does not exist is reported on
+/// the field (foreign key violation), not as a server error.
+async fn save(app: &AppState, id: Option<Uuid>, c: &ClientInput) -> Result<ClientRow, ApiError> {
+    let sql = format!(
+        "with saved as (
+             insert into clients as c (id, last_name, first_name, middle_name, phone, email,
+                 birth_date, guardian_id, telegram_chat_id, notify_telegram, notify_email, comment)
+             values (coalesce($1, gen_random_uuid()), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             on conflict (id) do update set
+                 last_name = excluded.last_name, first_name = excluded.first_name,
+                 middle_name = excluded.middle_name, phone = excluded.phone,
+                 email = excluded.email, birth_date = excluded.birth_date,
+                 guardian_id = excluded.guardian_id, telegram_chat_id = excluded.telegram_chat_id,
+                 notify_telegram = excluded.notify_telegram, notify_email = excluded.notify_email,
+                 comment = excluded.comment, updated_at = now()
+             returning *
+         )
+         select {COLUMNS} from saved c"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(&c.last_name)
+        .bind(&c.first_name)
+        .bind(&c.middle_name)
+        .bind(&c.phone)
+        .bind(&c.email)
+        .bind(c.birth_date)
+        .bind(c.guardian_id)
+        .bind(c.telegram_chat_id)
+        .bind(c.notify_telegram)
+        .bind(c.notify_email)
+        .bind(&c.comment)
+        .fetch_one(&app.db)
+        .await
+        .map_err(
+            |e| match e.as_database_error().and_then(|d| d.constraint()) {
+                Some("clients_guardian_id_fkey") => {
+                    ApiError::field("guardian_id", "no such client")
+                }
+                Some("clients_not_own_guardian") => {
+                    ApiError::field("guardian_id", "a client cannot be their own guardian")
+                }
+                _ => e.into(),
+            },
+        )
+}
+
+async fn fetch(app: &AppState, id: Uuid) -> Result<ClientRow, ApiError> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from clients c where c.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&app.db)
+    .await?
+    .ok_or(ApiError::NotFound)
+}
+
+#[tracing::instrument(skip_all, fields(user.id = %user.id))]
+async fn create(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    AppJson(body): AppJson<Map<String, Value>>,
+) -> Result<(StatusCode, Json<Client>), ApiError> {
+    user.require(WRITERS)?;
+    let mut input = ClientInput {
+        notify_telegram: true,
+        notify_email: true,
+        ..ClientInput::default()
+    };
+    let mut fields = FieldErrors::new();
+    input.apply(&body, &mut fields);
+    if !fields.is_empty() {
+        return Err(ApiError::Validation(fields));
+    }
+    let row = save(&app, None, &input).await?;
+    tracing::info!(client.id = %row.id, "client created");
+    Ok((StatusCode::CREATED, Json(row.into())))
+}
+
+#[tracing::instrument(skip_all, fields(user.id = %user.id, client.id = %id))]
+async fn update(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<Uuid>,
+    AppJson(body): AppJson<Map<String, Value>>,
+) -> Result<Json<Client>, ApiError> {
+    user.require(WRITERS)?;
+    let current = fetch(&app, id).await?;
+    let mut input = ClientInput::from_row(&current);
+    let mut fields = FieldErrors::new();
+    input.apply(&body, &mut fields);
+    if input.guardian_id == Some(id) {
+        fields.insert(
+            "guardian_id".into(),
+            "a client cannot be their own guardian".into(),
+        );
+    }
+    if !fields.is_empty() {
+        return Err(ApiError::Validation(fields));
+    }
+    Ok(Json(save(&app, Some(id), &input).await?.into()))
+}
+
+#[tracing::instrument(skip_all, fields(user.id = %user.id, client.id = %id))]
+async fn archive(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Client>, ApiError> {
+    user.require(WRITERS)?;
+    let row: ClientRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "with a as (
+             update clients set archived_at = coalesce(archived_at, now()), updated_at = now()
+             where id = $1 returning *
+         )
+         select {COLUMNS} from a c"
+    )))
+    .bind(id)
+    .fetch_optional(&app.db)
+    .await?
+    .ok_or(ApiError::NotFound)?;
+    Ok(Json(row.into()))
+}
+
+#[tracing::instrument(skip_all, fields(user.id = %user.id, client.id = %id))]
+async fn show(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Client>, ApiError> {
+    Ok(Json(fetch(&app, id).await?.into()))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    search: Option<String>,
+    archived: Option<bool>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// What a search string matches in `search_text`: lower-cased text, or — when it looks like a
+/// phone fragment — its digits (a leading trunk `8` read as `7`). LIKE wildcards are escaped.
+fn search_pattern(search: &str) -> Option<String> {
+    let s = search.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let phone_like = s.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c));
+    let needle = if phone_like {
+        let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+        match digits.strip_prefix('8') {
+            Some(rest) if digits.len() == 11 => format!("7{rest}"),
+            _ => digits,
+        }
+    } else {
+        s.to_lowercase()
+    };
+    let escaped = needle
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    Some(format!("%{escaped}%"))
+}
+
+/// The page and the total count in ONE statement: the matching set is computed once, counted,
+/// and paged; the statement always returns one row, so a page past the end still has a total.
+#[tracing::instrument(skip_all, fields(user.id = %user.id))]
+async fn list(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    AppQuery(q): AppQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let (limit, offset) = Page {
+        limit: q.limit,
+        offset: q.offset,
+    }
+    .validate()?;
+    if q.search.as_deref().is_some_and(|s| s.chars().count() > 100) {
+        return Err(ApiError::field("search", "at most 100 characters"));
+    }
+    let pattern = q.search.as_deref().and_then(search_pattern);
+    let rows: Vec<(i64, Option<Value>)> = sqlx::query_as(
+        "with matched as (
+             select c.id, c.last_name, c.first_name from clients c
+             where ($1::text is null or c.search_text like $1)
+               and ($2 or c.archived_at is null)
+         ), page as (
+             select id from matched order by last_name, first_name, id limit $3 offset $4
+         )
+         select (select count(*) from matched) as total,
+                (select coalesce(json_agg(to_jsonb(c) order by c.last_name, c.first_name, c.id), '[]')
+                 from clients c where c.id in (select id from page)) as items",
+    )
+    .bind(&pattern)
+    .bind(q.archived.unwrap_or(false))
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&app.db)
+    .await?;
+    let (total, items) = rows.into_iter().next().unwrap_or((0, None));
+    let items: Vec<Client> = match items {
+        Some(Value::Array(values)) => values
+            .into_iter()
+            .map(row_from_json)
+            .collect::<Result<_, _>>()
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("client row: {e}")))?,
+        _ => Vec::new(),
+    };
+    Ok(Json(json!({"items": items, "total": total})))
+}
+
+fn row_from_json(v: Value) -> Result<Client, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct J {
+        id: Uuid,
+        last_name: String,
+        first_name: String,
+        middle_name: Option<String>,
+        phone: Option<String>,
+        email: Option<String>,
+        birth_date: Option<NaiveDate>,
+        guardian_id: Option<Uuid>,
+        telegram_chat_id: Option<i64>,
+        notify_telegram: bool,
+        notify_email: bool,
+        comment: Option<String>,
+        archived_at: Option<DateTime<Utc>>,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+    }
+    let j: J = serde_json::from_value(v)?;
+    Ok(ClientRow {
+        id: j.id,
+        last_name: j.last_name,
+        first_name: j.first_name,
+        middle_name: j.middle_name,
+        phone: j.phone,
+        email: j.email,
+        birth_date: j.birth_date,
+        guardian_id: j.guardian_id,
+        telegram_chat_id: j.telegram_chat_id,
+        notify_telegram: j.notify_telegram,
+        notify_email: j.notify_email,
+        comment: j.comment,
+        archived_at: j.archived_at,
+        created_at: j.created_at,
+        updated_at: j.updated_at,
+    }
+    .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_normalise_to_e164() {
+        for raw in [
+            "8 916 123-45-67",
+            "+7 (916) 123 45 67",
+            "9161234567",
+            "79161234567",
+        ] {
+            assert_eq!(
+                normalize_phone(raw).as_deref(),
+                Some("+79161234567"),
+                "{raw}"
+            );
+        }
+        assert_eq!(
+            normalize_phone("+44 20 7946 0958").as_deref(),
+            Some("+442079460958")
+        );
+        for bad in ["12345", "+7 916 123", "call me", "", "+0123456789"] {
+            assert_eq!(normalize_phone(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn search_patterns_match_names_and_phone_fragments() {
+        assert_eq!(search_pattern(" Иванов ").as_deref(), Some("%иванов%"));
+        assert_eq!(search_pattern("916 123").as_deref(), Some("%916123%"));
+        assert_eq!(
+            search_pattern("8 916 123 45 67").as_deref(),
+            Some("%79161234567%")
+        );
+        assert_eq!(search_pattern("50%_off").as_deref(), Some("%50\\%\\_off%"));
+        assert_eq!(search_pattern("  "), None);
+    }
+}

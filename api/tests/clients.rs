@@ -1,0 +1,261 @@
+//! Clients: E.164 phones, partial updates, archive, search by name / phone fragment with
+//! totals, validation naming the field, roles, and the list page in one statement.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use support::*;
+
+async fn created(app: &TestApp, token: &str, body: Value) -> Value {
+    let res = app.post(token, "/api/clients", body).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    res.json().await.unwrap()
+}
+
+async fn list(app: &TestApp, token: &str, query: &str) -> Value {
+    let res = app.get(token, &format!("/api/clients?{query}")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json().await.unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_client_is_created_with_an_e164_phone_updated_in_part_and_archived(db: PgPool) {
+    let app = TestApp::spawn_with(db, None, api_config(&[])).await;
+    let (_, token) = app.user("manager").await;
+    let mother = created(
+        &app,
+        &token,
+        json!({"last_name": "Петрова", "first_name": "Анна", "phone": "8 (916) 123-45-67",
+               "email": "Anna@Example.ORG"}),
+    )
+    .await;
+    assert_eq!(mother["phone"], "+79161234567");
+    assert_eq!(mother["email"], "anna@example.org");
+    assert_eq!(mother["full_name"], "Петрова Анна");
+    assert_eq!(mother["notify"], json!({"telegram": true, "email": true}));
+    let child = created(
+        &app,
+        &token,
+        json!({"last_name": "Петров", "first_name": "Иван", "middle_name": "Сергеевич",
+               "birth_date": "2016-03-01", "guardian_id": mother["id"]}),
+    )
+    .await;
+    assert_eq!(child["guardian_id"], mother["id"]);
+
+    let id = child["id"].as_str().unwrap();
+    let res = app
+        .patch(
+            &token,
+            &format!("/api/clients/{id}"),
+            json!({"middle_name": null, "telegram_chat_id": 123456789, "notify": {"email": false}}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let updated: Value = res.json().await.unwrap();
+    assert_eq!(updated["middle_name"], Value::Null);
+    assert_eq!(updated["last_name"], "Петров", "fields not sent stay");
+    assert_eq!(updated["birth_date"], "2016-03-01");
+    assert_eq!(updated["telegram_chat_id"], 123456789);
+    assert_eq!(updated["notify"], json!({"telegram": true, "email": false}));
+
+    let res = app
+        .post(&token, &format!("/api/clients/{id}/archive"), json!({}))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        list(&app, &token, "").await["total"],
+        1,
+        "archived clients are hidden"
+    );
+    assert_eq!(list(&app, &token, "archived=true").await["total"], 2);
+    let shown: Value = app
+        .get(&token, &format!("/api/clients/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["archived"], true);
+    app.stop().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn bad_client_input_is_422_naming_every_field_and_writes_nothing(db: PgPool) {
+    let app = TestApp::spawn_with(db.clone(), None, api_config(&[])).await;
+    let (_, token) = app.user("manager").await;
+    let res = app
+        .post(
+            &token,
+            "/api/clients",
+            json!({"first_name": "  ", "phone": "12-34", "email": "nope", "birth_date": "2099-01-01",
+                   "guardain_id": "x"}),
+        )
+        .await;
+    let error = error_body(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    for field in [
+        "last_name",
+        "first_name",
+        "phone",
+        "email",
+        "birth_date",
+        "guardain_id",
+    ] {
+        assert!(error["fields"][field].is_string(), "{field}: {error}");
+    }
+    let res = app
+        .post(
+            &token,
+            "/api/clients",
+            json!({"last_name": "Сидоров", "first_name": "Олег",
+                   "guardian_id": "00000000-0000-0000-0000-000000000001"}),
+        )
+        .await;
+    let error = error_body(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error["fields"]["guardian_id"], "no such client");
+    let count: i64 = sqlx::query_scalar("select count(*) from clients")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+
+    let c = created(
+        &app,
+        &token,
+        json!({"last_name": "Сидоров", "first_name": "Олег"}),
+    )
+    .await;
+    let id = c["id"].as_str().unwrap();
+    let res = app
+        .patch(
+            &token,
+            &format!("/api/clients/{id}"),
+            json!({"guardian_id": id}),
+        )
+        .await;
+    error_body(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let res = app.get(&token, "/api/clients/not-a-uuid").await;
+    assert!(res.status().is_client_error());
+    let res = app
+        .get(&token, "/api/clients/00000000-0000-0000-0000-000000000001")
+        .await;
+    error_body(res, StatusCode::NOT_FOUND).await;
+    app.stop().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn teachers_read_clients_but_cannot_write_them(db: PgPool) {
+    let app = TestApp::spawn_with(db, None, api_config(&[])).await;
+    let (_, manager) = app.user("manager").await;
+    let (_, teacher) = app.user("teacher").await;
+    let c = created(
+        &app,
+        &manager,
+        json!({"last_name": "Орлова", "first_name": "Вера"}),
+    )
+    .await;
+    let res = app
+        .post(
+            &teacher,
+            "/api/clients",
+            json!({"last_name": "X", "first_name": "Y"}),
+        )
+        .await;
+    error_body(res, StatusCode::FORBIDDEN).await;
+    let res = app
+        .patch(
+            &teacher,
+            &format!("/api/clients/{}", c["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    error_body(res, StatusCode::FORBIDDEN).await;
+    assert_eq!(list(&app, &teacher, "").await["total"], 1);
+    app.stop().await;
+}
+
+/// Counts the statements sqlx runs on this thread (`sqlx::query` events). `sqlx::test` runs
+/// the test, the api and its handlers on one current-thread runtime, so a thread-local
+/// subscriber sees every statement of a request.
+fn count_statements() -> (Arc<AtomicUsize>, tracing::subscriber::DefaultGuard) {
+    use tracing_subscriber::{filter::Targets, layer::SubscriberExt, Layer};
+    struct Counter(Arc<AtomicUsize>);
+    impl<S: tracing::Subscriber> Layer<S> for Counter {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if event.metadata().target() == "sqlx::query" {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    let count = Arc::new(AtomicUsize::new(0));
+    let subscriber = tracing_subscriber::registry().with(
+        Counter(count.clone())
+            .with_filter(Targets::new().with_target("sqlx::query", tracing::Level::TRACE)),
+    );
+    (count, tracing::subscriber::set_default(subscriber))
+}
+
+#[sqlx::test(migrations = false)]
+async fn searching_100000_clients_by_phone_fragment_or_surname_takes_one_statement(db: PgPool) {
+    let app = TestApp::spawn_with(db.clone(), None, api_config(&[])).await;
+    let (_, token) = app.user("manager").await;
+    sqlx::query(
+        "insert into clients (last_name, first_name, phone)
+         select (array['Иванов','Петров','Сидоров','Кузнецов','Смирнов'])[1 + g % 5] || g,
+                'Имя' || g, '+7916' || lpad(g::text, 7, '0')
+         from generate_series(1, 100000) g",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    created(
+        &app,
+        &token,
+        json!({"last_name": "Шостакович", "first_name": "Дмитрий",
+                                 "phone": "+7 999 555-12-34"}),
+    )
+    .await;
+
+    let (count, _guard) = count_statements();
+    let before = count.load(Ordering::SeqCst);
+    let me = app.get(&token, "/api/auth/me").await;
+    assert_eq!(me.status(), StatusCode::OK);
+    // Every authenticated request reads its user once (deactivation takes effect at once).
+    let auth = count.load(Ordering::SeqCst) - before;
+
+    for (query, total) in [
+        ("search=999%20555", 1),
+        ("search=%D1%88%D0%BE%D1%81%D1%82%D0%B0%D0%BA", 1), // "шостак"
+        (
+            "search=%D0%98%D0%B2%D0%B0%D0%BD%D0%BE%D0%B2&limit=50",
+            20000,
+        ), // "Иванов"
+    ] {
+        let before = count.load(Ordering::SeqCst);
+        let page = list(&app, &token, query).await;
+        let statements = count.load(Ordering::SeqCst) - before - auth;
+        assert_eq!(
+            statements, 1,
+            "{query}: {statements} statements for the page"
+        );
+        assert_eq!(page["total"], total, "{query}");
+        assert!(!page["items"].as_array().unwrap().is_empty());
+    }
+    let page = list(&app, &token, "search=999%20555").await;
+    assert_eq!(page["items"][0]["last_name"], "Шостакович");
+    // Past the end: no items, the total still there.
+    let page = list(&app, &token, "search=Шостакович&offset=10").await;
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["items"], json!([]));
+    app.stop().await;
+}
