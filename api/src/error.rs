@@ -43,6 +43,21 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A database error reported on a field when it violates one of the known constraints
+    /// (`constraint`, `field`, `problem`); anything else as usual.
+    pub fn on_constraint(error: sqlx::Error, known: &[(&str, &str, &str)]) -> Self {
+        let name = error
+            .as_database_error()
+            .and_then(|d| d.constraint())
+            .map(str::to_owned);
+        match name.and_then(|n| known.iter().find(|(c, _, _)| *c == n)) {
+            Some((_, field, problem)) => Self::field(field, *problem),
+            None => error.into(),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match error {
@@ -145,10 +160,44 @@ impl From<JsonRejection> for ApiError {
                 Self::BadRequest("expected Content-Type: application/json".into())
             }
             _ => match &rejection {
-                JsonRejection::JsonDataError(e) => Self::field("body", e.body_text()),
+                JsonRejection::JsonDataError(e) => {
+                    let (field, problem) = data_error_field(&e.body_text());
+                    Self::field(&field, problem)
+                }
                 _ => Self::BadRequest(format!("malformed JSON: {}", rejection.body_text())),
             },
         }
+    }
+}
+
+/// Names the field a typed body failed on: serde's path prefix (`capacity: invalid type…`) or
+/// the field of `missing field `name``; else the whole `body`.
+fn data_error_field(text: &str) -> (String, String) {
+    let detail = text
+        .split_once("target type: ")
+        .map_or(text, |(_, rest)| rest);
+    let detail = detail
+        .rsplit_once(" at line ")
+        .map_or(detail, |(head, _)| head);
+    if let Some(name) = detail
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split_once('`'))
+        .map(|(name, _)| name)
+    {
+        return (name.to_string(), "required".into());
+    }
+    if let Some(name) = detail
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split_once('`'))
+        .map(|(name, _)| name)
+    {
+        return (name.to_string(), "unknown field".into());
+    }
+    match detail.split_once(": ") {
+        Some((path, problem)) if !path.is_empty() && !path.contains(' ') => {
+            (path.to_string(), problem.to_string())
+        }
+        _ => ("body".into(), detail.to_string()),
     }
 }
 
@@ -161,6 +210,23 @@ impl From<QueryRejection> for ApiError {
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         Self::field("path", rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::data_error_field;
+
+    #[test]
+    fn body_errors_name_their_field() {
+        let t = "Failed to deserialize the JSON body into the target type: capacity: invalid type: string \"x\", expected i32 at line 1 column 16";
+        assert_eq!(data_error_field(t).0, "capacity");
+        let t = "Failed to deserialize the JSON body into the target type: missing field `name` at line 1 column 2";
+        assert_eq!(data_error_field(t), ("name".into(), "required".into()));
+        let t = "Failed to deserialize the JSON body into the target type: unknown field `nmae`, expected one of `name` at line 1 column 8";
+        assert_eq!(data_error_field(t).0, "nmae");
+        let t = "Failed to deserialize the JSON body into the target type: invalid type: integer `1`, expected a map at line 1 column 1";
+        assert_eq!(data_error_field(t).0, "body");
     }
 }
 

@@ -14,6 +14,8 @@ use crate::{error::ApiError, state::AppState};
 
 pub mod auth;
 pub mod clients;
+pub mod directory;
+pub mod groups;
 pub mod health;
 pub mod jobs;
 pub mod users;
@@ -28,6 +30,8 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::routes())
         .merge(users::routes())
         .merge(clients::routes())
+        .merge(directory::routes())
+        .merge(groups::routes())
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -60,6 +64,16 @@ pub fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// For PATCH bodies: distinguishes an absent key (`None`) from an explicit `null`
+/// (`Some(None)`, clear the field). Use with `#[serde(default, deserialize_with = "nullable")]`.
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde::Deserialize::deserialize(d).map(Some)
 }
 
 /// `{items, total}` with `limit` / `offset`, the shape of every list endpoint.
