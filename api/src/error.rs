@@ -25,6 +25,12 @@ pub enum ApiError {
     NotFound,
     #[error("{0}")]
     Conflict(String),
+    /// A booking clash: 409 with the clashing rows under `error.clashes`.
+    #[error("{message}")]
+    Clash {
+        message: String,
+        clashes: serde_json::Value,
+    },
     #[error("unauthorized")]
     Unauthorized,
     #[error("forbidden")]
@@ -99,6 +105,7 @@ impl IntoResponse for ApiError {
                 "no such resource".to_string(),
             ),
             Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
+            Self::Clash { message, .. } => (StatusCode::CONFLICT, "clash", message.clone()),
             Self::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -134,6 +141,9 @@ impl IntoResponse for ApiError {
         let mut body = json!({"error": {"code": code, "message": message}});
         if let Self::Validation(fields) = &self {
             body["error"]["fields"] = json!(fields);
+        }
+        if let Self::Clash { clashes, .. } = &self {
+            body["error"]["clashes"] = clashes.clone();
         }
         let mut response = (status, Json(body)).into_response();
         let retry_after = match &self {

@@ -18,6 +18,7 @@ pub mod directory;
 pub mod groups;
 pub mod health;
 pub mod jobs;
+pub mod lessons;
 pub mod users;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(clients::routes())
         .merge(directory::routes())
         .merge(groups::routes())
+        .merge(lessons::routes())
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn_with_state(
             state.clone(),
