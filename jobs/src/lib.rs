@@ -12,6 +12,7 @@ pub mod error;
 pub mod ledger;
 pub mod limiter;
 pub mod maintenance;
+pub mod subscriptions;
 
 pub use context::JobContext;
 pub use enqueue::{enqueue, enqueue_many, Enqueued, Requester};

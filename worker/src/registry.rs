@@ -3,8 +3,8 @@ use std::{future::Future, sync::Arc};
 
 use futures::future::BoxFuture;
 use jobs::{
-    enqueue::EnqueueError, maintenance::PruneJobs, Enqueued, Job, JobContext, JobError, KindSpec,
-    Requester,
+    enqueue::EnqueueError, maintenance::PruneJobs, subscriptions::EndSubscriptions, Enqueued, Job,
+    JobContext, JobError, KindSpec, Requester,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -41,6 +41,8 @@ pub(crate) struct Scheduled {
 /// Cron schedules of production: name, expression (Moscow time; seconds first), job.
 /// `prune_jobs` runs daily at 03:30, when the centre is closed.
 pub const PRUNE_SCHEDULE: &str = "0 30 3 * * *";
+/// `end_subscriptions` runs daily at 00:05, just after the Moscow date changes.
+pub const END_SUBSCRIPTIONS_SCHEDULE: &str = "0 5 0 * * *";
 
 /// The job kinds a worker runs and the cron schedules it drives. Production binaries use
 /// [`Registry::production`]; tests may register their own kinds and schedules.
@@ -69,6 +71,12 @@ impl Registry {
                     retention_days,
                     ..PruneJobs::default()
                 },
+            )
+            .register::<EndSubscriptions, _, _, _>(1, jobs::subscriptions::end_subscriptions)
+            .schedule(
+                "end_subscriptions",
+                END_SUBSCRIPTIONS_SCHEDULE,
+                EndSubscriptions {},
             )
     }
 

@@ -327,8 +327,8 @@ async fn move_lesson(
     }
 }
 
-/// Cancels a lesson: its slot is freed for other bookings. (Visits charged for it are
-/// reversed by the attendance rules.)
+/// Cancels a lesson: its slot is freed for other bookings and every visit charged for it is
+/// given back, in one transaction.
 #[tracing::instrument(skip_all, fields(user.id = %user.id, lesson.id = %id))]
 async fn cancel(
     State(app): State<AppState>,
@@ -336,14 +336,19 @@ async fn cancel(
     Path(id): Path<Uuid>,
 ) -> Result<Json<Lesson>, ApiError> {
     user.require(WRITERS)?;
+    let mut tx = app.db.begin().await?;
     let lesson: Option<Lesson> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "update lessons set status = 'cancelled', updated_at = now()
          where id = $1 returning {LESSON}"
     )))
     .bind(id)
-    .fetch_optional(&app.db)
+    .fetch_optional(&mut *tx)
     .await?;
-    lesson.map(Json).ok_or(ApiError::NotFound)
+    let lesson = lesson.ok_or(ApiError::NotFound)?;
+    let released = super::attendance::release_lesson(&mut tx, id).await?;
+    tx.commit().await?;
+    tracing::info!(released, "lesson cancelled");
+    Ok(Json(lesson))
 }
 
 async fn fetch(app: &AppState, id: Uuid) -> Result<Lesson, ApiError> {

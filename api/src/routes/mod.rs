@@ -12,6 +12,7 @@ use tower_http::{
 
 use crate::{error::ApiError, state::AppState};
 
+pub mod attendance;
 pub mod auth;
 pub mod clients;
 pub mod directory;
@@ -19,6 +20,7 @@ pub mod groups;
 pub mod health;
 pub mod jobs;
 pub mod lessons;
+pub mod subscriptions;
 pub mod users;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -34,6 +36,8 @@ pub fn router(state: AppState) -> Router {
         .merge(directory::routes())
         .merge(groups::routes())
         .merge(lessons::routes())
+        .merge(attendance::routes())
+        .merge(subscriptions::routes())
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn_with_state(
             state.clone(),
