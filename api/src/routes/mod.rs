@@ -20,6 +20,7 @@ pub mod groups;
 pub mod health;
 pub mod jobs;
 pub mod lessons;
+pub mod rentals;
 pub mod subscriptions;
 pub mod users;
 
@@ -38,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .merge(lessons::routes())
         .merge(attendance::routes())
         .merge(subscriptions::routes())
+        .merge(rentals::routes())
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn_with_state(
             state.clone(),
