@@ -10,6 +10,7 @@ pub mod auth;
 pub mod error;
 pub mod rate_limit;
 pub mod routes;
+pub mod seed;
 pub mod state;
 
 use rate_limit::Rate;
@@ -60,6 +61,9 @@ pub enum Command {
         #[arg(long, value_parser = ["admin", "manager", "teacher"])]
         role: String,
     },
+    /// Fill an empty database with a realistic demo centre (rooms, teachers, groups, clients,
+    /// two months of lessons with attendance, subscriptions, rentals) and print the counts.
+    SeedDemo,
     /// Create the database if missing and apply migrations, then exit.
     Migrate,
 }

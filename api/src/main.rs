@@ -1,4 +1,4 @@
-//! `artsvao-api`: the HTTP API, plus admin commands (`create-user`, `migrate`).
+//! `artsvao-api`: the HTTP API, plus admin commands (`create-user`, `migrate`, `seed-demo`).
 use anyhow::Context;
 use api::{auth, ApiConfig, Command};
 use clap::Parser;
@@ -42,6 +42,20 @@ async fn run(config: ApiConfig) -> anyhow::Result<()> {
                 std::io::stdout(),
                 "user {email} ({}) id {id}",
                 role.as_str()
+            )?;
+            Ok(())
+        }
+        Command::SeedDemo => {
+            let db = api::connect_and_migrate(&config.db).await?;
+            let started = std::time::Instant::now();
+            let seeded = api::seed::seed_demo(&db).await?;
+            // CLI output for the operator.
+            use std::io::Write;
+            writeln!(
+                std::io::stdout(),
+                "demo centre seeded in {:.1} s: {}",
+                started.elapsed().as_secs_f64(),
+                serde_json::to_string(&seeded)?
             )?;
             Ok(())
         }
