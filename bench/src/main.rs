@@ -20,9 +20,23 @@ use shared::config::DbConfig;
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
 
+mod api_bench;
+
 #[derive(Parser)]
-#[command(name = "artsvao-bench", about = "ARTSVAO queue benchmark")]
+#[command(
+    name = "artsvao-bench",
+    about = "ARTSVAO benchmarks: `queue` (default) or `api`"
+)]
 struct Args {
+    /// `queue`: drain and pickup of the job runtime; `api`: CRM list endpoints under load.
+    #[arg(default_value = "queue", value_parser = ["queue", "api"])]
+    what: String,
+    /// api: concurrent connections.
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+    /// api: requests per scenario (after 200 warm-up requests).
+    #[arg(long, default_value_t = 5000)]
+    requests: usize,
     /// Server to use; a fresh database is created on it (and dropped afterwards).
     #[arg(
         long,
@@ -222,6 +236,12 @@ async fn main() -> anyhow::Result<()> {
     shared::db::ensure_database(&config).await?;
     let db = shared::db::connect(&config, "artsvao-bench").await?;
     jobs::engine::migrate(&db).await?;
+    if args.what == "api" {
+        let result = api_bench::run(&db, &url, args.concurrency, args.requests).await;
+        db.close().await;
+        drop_database(&args, &name).await?;
+        return result;
+    }
 
     println!("| run | jobs | processes | time | result |");
     println!("|---|---:|---:|---:|---|");
@@ -249,6 +269,10 @@ async fn main() -> anyhow::Result<()> {
     );
 
     db.close().await;
+    drop_database(&args, &name).await
+}
+
+async fn drop_database(args: &Args, name: &str) -> anyhow::Result<()> {
     if !args.keep {
         let admin = sqlx::PgPool::connect(&args.database_url).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
