@@ -32,7 +32,8 @@ const COLUMNS: &str = "c.id, c.last_name, c.first_name, c.middle_name, c.phone, 
      c.birth_date, c.guardian_id, c.telegram_chat_id, c.notify_telegram, c.notify_email, \
      c.comment, c.archived_at, c.created_at, c.updated_at";
 
-#[derive(sqlx::FromRow)]
+/// Also decoded from the list statement's JSON (`to_jsonb` of a `clients` row).
+#[derive(sqlx::FromRow, Deserialize)]
 struct ClientRow {
     id: Uuid,
     last_name: String,
@@ -509,43 +510,7 @@ async fn list(
 }
 
 fn row_from_json(v: Value) -> Result<Client, serde_json::Error> {
-    #[derive(Deserialize)]
-    struct J {
-        id: Uuid,
-        last_name: String,
-        first_name: String,
-        middle_name: Option<String>,
-        phone: Option<String>,
-        email: Option<String>,
-        birth_date: Option<NaiveDate>,
-        guardian_id: Option<Uuid>,
-        telegram_chat_id: Option<i64>,
-        notify_telegram: bool,
-        notify_email: bool,
-        comment: Option<String>,
-        archived_at: Option<DateTime<Utc>>,
-        created_at: DateTime<Utc>,
-        updated_at: DateTime<Utc>,
-    }
-    let j: J = serde_json::from_value(v)?;
-    Ok(ClientRow {
-        id: j.id,
-        last_name: j.last_name,
-        first_name: j.first_name,
-        middle_name: j.middle_name,
-        phone: j.phone,
-        email: j.email,
-        birth_date: j.birth_date,
-        guardian_id: j.guardian_id,
-        telegram_chat_id: j.telegram_chat_id,
-        notify_telegram: j.notify_telegram,
-        notify_email: j.notify_email,
-        comment: j.comment,
-        archived_at: j.archived_at,
-        created_at: j.created_at,
-        updated_at: j.updated_at,
-    }
-    .into())
+    serde_json::from_value::<ClientRow>(v).map(Client::from)
 }
 
 #[cfg(test)]

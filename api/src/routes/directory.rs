@@ -8,13 +8,13 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
     auth::{CurrentUser, Role},
     error::{ApiError, AppJson, AppQuery, FieldErrors},
-    routes::{clients::normalize_phone, nullable, Page},
+    routes::{clients::normalize_phone, nullable, paged, paged_sql, Page},
     state::AppState,
 };
 
@@ -211,20 +211,19 @@ async fn list_teachers(
         offset: q.offset,
     }
     .validate()?;
-    let rows: Vec<(i64, Value)> = sqlx::query_as(
-        "with matched as (select * from teachers where ($1::bool is null or active = $1))
-         select (select count(*) from matched),
-                coalesce((select json_agg(p) from (
-                    select id, user_id, full_name, phone, email, active, created_at, updated_at
-                    from matched order by full_name, id limit $2 offset $3) p), '[]')",
-    )
+    let row = sqlx::query_as(paged_sql(
+        "select * from teachers where ($1::bool is null or active = $1)",
+        "t",
+        TEACHER,
+        "t.full_name, t.id",
+        2,
+    ))
     .bind(q.active.or(Some(true)))
     .bind(limit)
     .bind(offset)
-    .fetch_all(&app.db)
+    .fetch_one(&app.db)
     .await?;
-    let (total, items) = rows.into_iter().next().unwrap_or((0, json!([])));
-    Ok(Json(json!({"items": items, "total": total})))
+    Ok(paged(row))
 }
 
 // ----- rooms -----
@@ -356,18 +355,17 @@ async fn list_rooms(
     if !["active", "archived", "all"].contains(&status) {
         return Err(ApiError::field("status", "one of active, archived, all"));
     }
-    let rows: Vec<(i64, Value)> = sqlx::query_as(
-        "with matched as (select * from rooms where $1 = 'all' or status = $1)
-         select (select count(*) from matched),
-                coalesce((select json_agg(p) from (
-                    select id, name, capacity, status, created_at, updated_at
-                    from matched order by name, id limit $2 offset $3) p), '[]')",
-    )
+    let row = sqlx::query_as(paged_sql(
+        "select * from rooms where $1 = 'all' or status = $1",
+        "r",
+        ROOM,
+        "r.name, r.id",
+        2,
+    ))
     .bind(status)
     .bind(limit)
     .bind(offset)
-    .fetch_all(&app.db)
+    .fetch_one(&app.db)
     .await?;
-    let (total, items) = rows.into_iter().next().unwrap_or((0, json!([])));
-    Ok(Json(json!({"items": items, "total": total})))
+    Ok(paged(row))
 }

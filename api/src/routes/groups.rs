@@ -17,7 +17,7 @@ use crate::{
     error::{ApiError, AppJson, AppQuery, FieldErrors},
     routes::{
         directory::{check_name, WRITERS},
-        nullable, Page,
+        nullable, paged, paged_sql, Page,
     },
     state::AppState,
 };
@@ -215,24 +215,21 @@ async fn list(
         offset: q.offset,
     }
     .validate()?;
-    let rows: Vec<(i64, Value)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "with matched as (
-             select * from study_groups
-             where ($1::uuid is null or teacher_id = $1) and ($2::text is null or status = $2)
-         )
-         select (select count(*) from matched),
-                coalesce((select json_agg(p) from (
-                    select {GROUP} from matched g order by g.name, g.id limit $3 offset $4) p),
-                    '[]')"
-    )))
+    let row = sqlx::query_as(paged_sql(
+        "select * from study_groups
+         where ($1::uuid is null or teacher_id = $1) and ($2::text is null or status = $2)",
+        "g",
+        GROUP,
+        "g.name, g.id",
+        3,
+    ))
     .bind(q.teacher_id)
     .bind(&q.status)
     .bind(limit)
     .bind(offset)
-    .fetch_all(&app.db)
+    .fetch_one(&app.db)
     .await?;
-    let (total, items) = rows.into_iter().next().unwrap_or((0, json!([])));
-    Ok(Json(json!({"items": items, "total": total})))
+    Ok(paged(row))
 }
 
 // ----- members -----

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::{
     auth::CurrentUser,
     error::{ApiError, AppJson, AppQuery, FieldErrors},
-    routes::{directory::WRITERS, Page},
+    routes::{directory::WRITERS, paged_sql, Page},
     state::AppState,
 };
 
@@ -412,22 +412,18 @@ async fn list(
     if to - from > Duration::days(93) {
         return Err(ApiError::field("to", "a range of at most 93 days"));
     }
-    let row: (i64, Value) = sqlx::query_as(
-        "with matched as (
-             select id, kind, group_id, room_id, teacher_id, starts_at, ends_at, status, topic,
-                    created_at, updated_at
-             from lessons
-             where starts_at < $2 and ends_at > $1
-               and ($3::uuid is null or room_id = $3)
-               and ($4::uuid is null or teacher_id = $4)
-               and ($5::uuid is null or group_id = $5)
-               and ($6 or status <> 'cancelled')
-         )
-         select (select count(*) from matched),
-                coalesce((select json_agg(p) from (
-                    select * from matched order by starts_at, room_id limit $7 offset $8) p),
-                    '[]')",
-    )
+    let row: (i64, Value) = sqlx::query_as(paged_sql(
+        "select * from lessons
+         where starts_at < $2 and ends_at > $1
+           and ($3::uuid is null or room_id = $3)
+           and ($4::uuid is null or teacher_id = $4)
+           and ($5::uuid is null or group_id = $5)
+           and ($6 or status <> 'cancelled')",
+        "l",
+        LESSON,
+        "l.starts_at, l.room_id",
+        7,
+    ))
     .bind(from)
     .bind(to)
     .bind(q.room_id)

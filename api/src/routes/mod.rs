@@ -84,6 +84,32 @@ where
     serde::Deserialize::deserialize(d).map(Some)
 }
 
+/// The one statement behind a list endpoint: `matched` selects the rows (its own parameters
+/// come first), `columns` are the output columns over the row alias `alias`, ordered by `order`;
+/// limit and offset bind as parameters `$limit_param` and the next. It returns one row —
+/// `(total, items)` — even for a page past the end.
+pub fn paged_sql(
+    matched: &str,
+    alias: &str,
+    columns: &str,
+    order: &str,
+    limit_param: usize,
+) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(format!(
+        "with matched as ({matched})
+         select (select count(*) from matched),
+                coalesce((select jsonb_agg(p) from (
+                    select {columns} from matched {alias}
+                    order by {order} limit ${limit_param} offset ${offset}) p), '[]')",
+        offset = limit_param + 1
+    ))
+}
+
+/// `{items, total}` from a [`paged_sql`] row.
+pub fn paged((total, items): (i64, serde_json::Value)) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"items": items, "total": total}))
+}
+
 /// `{items, total}` with `limit` / `offset`, the shape of every list endpoint.
 #[derive(Debug, serde::Deserialize)]
 pub struct Page {

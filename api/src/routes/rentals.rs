@@ -9,7 +9,7 @@ use axum::{
 };
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
@@ -18,7 +18,7 @@ use crate::{
     routes::{
         clients::normalize_phone,
         directory::{check_name, WRITERS},
-        Page,
+        paged, paged_sql, Page,
     },
     state::AppState,
 };
@@ -181,20 +181,19 @@ async fn list(
         offset: q.offset,
     }
     .validate()?;
-    let (total, items): (i64, Value) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "with matched as (select * from rental_applications
-                          where $1::text is null or status = $1)
-         select (select count(*) from matched),
-                coalesce((select jsonb_agg(p) from (
-                    select {APPLICATION} from matched a
-                    order by a.created_at desc, a.id limit $2 offset $3) p), '[]')"
-    )))
+    let row = sqlx::query_as(paged_sql(
+        "select * from rental_applications where $1::text is null or status = $1",
+        "a",
+        APPLICATION,
+        "a.created_at desc, a.id",
+        2,
+    ))
     .bind(&q.status)
     .bind(limit)
     .bind(offset)
     .fetch_one(&app.db)
     .await?;
-    Ok(Json(json!({"items": items, "total": total})))
+    Ok(paged(row))
 }
 
 /// The days of an application as half-open UTC ranges (Moscow wall-clock window each day).

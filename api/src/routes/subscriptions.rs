@@ -17,7 +17,7 @@ use crate::{
     error::{ApiError, AppJson, AppQuery, FieldErrors},
     routes::{
         directory::{check_name, WRITERS},
-        Page,
+        paged, paged_sql, Page,
     },
     state::AppState,
 };
@@ -290,19 +290,19 @@ async fn list_subscriptions(
     AppQuery(q): AppQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let (limit, offset) = q.page()?;
-    let (total, items): (i64, Value) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "with matched as (select * from subscriptions where $1::uuid is null or client_id = $1)
-         select (select count(*) from matched),
-                coalesce((select jsonb_agg(p) from (
-                    select {SUBSCRIPTION} from matched s
-                    order by s.ends_on desc, s.id limit $2 offset $3) p), '[]')"
-    )))
+    let row = sqlx::query_as(paged_sql(
+        "select * from subscriptions where $1::uuid is null or client_id = $1",
+        "s",
+        SUBSCRIPTION,
+        "s.ends_on desc, s.id",
+        2,
+    ))
     .bind(q.client_id)
     .bind(limit)
     .bind(offset)
     .fetch_one(&app.db)
     .await?;
-    Ok(Json(json!({"items": items, "total": total})))
+    Ok(paged(row))
 }
 
 #[derive(Deserialize)]
@@ -390,19 +390,19 @@ async fn list_invoices(
     AppQuery(q): AppQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let (limit, offset) = q.page()?;
-    let (total, items): (i64, Value) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "with matched as (select * from invoices where $1::uuid is null or client_id = $1)
-         select (select count(*) from matched),
-                coalesce((select jsonb_agg(p) from (
-                    select {INVOICE} from matched i
-                    order by i.created_at desc, i.id limit $2 offset $3) p), '[]')"
-    )))
+    let row = sqlx::query_as(paged_sql(
+        "select * from invoices where $1::uuid is null or client_id = $1",
+        "i",
+        INVOICE,
+        "i.created_at desc, i.id",
+        2,
+    ))
     .bind(q.client_id)
     .bind(limit)
     .bind(offset)
     .fetch_one(&app.db)
     .await?;
-    Ok(Json(json!({"items": items, "total": total})))
+    Ok(paged(row))
 }
 
 #[derive(Deserialize)]
