@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::{error::ApiError, state::AppState};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
@@ -40,7 +40,7 @@ impl Role {
 
 /// The authenticated caller, loaded from the database on each request (a deactivated user
 /// loses access at once, whatever their token says).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CurrentUser {
     pub id: Uuid,
     pub email: String,

@@ -10,6 +10,26 @@ use axum::{
 };
 use serde_json::json;
 
+/// The error body every endpoint answers with (documentation schema; built by `IntoResponse`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorDetail {
+    /// Stable machine code: validation_failed, bad_request, not_found, conflict, clash,
+    /// unauthorized, forbidden, rate_limited, unavailable, internal…
+    code: String,
+    message: String,
+    /// On 422: field name → what is wrong with it.
+    fields: Option<BTreeMap<String, String>>,
+    /// On a booking clash (409): the clashing bookings.
+    clashes: Option<Vec<serde_json::Value>>,
+}
+
 /// Field name → what is wrong with it.
 pub type FieldErrors = BTreeMap<String, String>;
 

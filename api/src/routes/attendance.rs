@@ -12,13 +12,14 @@ use std::collections::HashSet;
 
 use axum::{
     extract::{Path, State},
-    routing::get,
-    Json, Router,
+    Json,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::{CurrentUser, Role},
@@ -26,8 +27,8 @@ use crate::{
     state::AppState,
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/lessons/{id}/attendance", get(show).put(mark))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(show, mark))
 }
 
 pub const MARKS: &[&str] = &["present", "absent", "excused", "free", "trial"];
@@ -42,20 +43,20 @@ pub fn charges(mark: &str, absence_charge: &str) -> bool {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Marks {
     marks: Vec<MarkIn>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MarkIn {
     client_id: Uuid,
     mark: String,
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
 struct MarkOut {
     client_id: Uuid,
     mark: String,
@@ -136,6 +137,14 @@ async fn current_marks(
         .collect())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/lessons/{id}/attendance",
+    tag = "attendance",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "OK", body = crate::routes::Paged<MarkOut>), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, lesson.id = %id))]
 async fn show(
     State(app): State<AppState>,
@@ -151,6 +160,15 @@ async fn show(
     ))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/lessons/{id}/attendance",
+    tag = "attendance",
+    params(("id" = Uuid, Path)),
+    request_body = Marks,
+    responses((status = 200, description = "OK", body = crate::routes::Paged<MarkOut>), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (e.g. a booking clash)", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, lesson.id = %id))]
 async fn mark(
     State(app): State<AppState>,

@@ -1,11 +1,9 @@
 //! `POST /api/auth/login` (email + password → bearer token) and `GET /api/auth/me`.
-use axum::{
-    extract::State,
-    routing::{get, post},
-    Json, Router,
-};
+use axum::{extract::State, Json};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::{verify_password, CurrentUser, Role, DUMMY_HASH},
@@ -13,25 +11,32 @@ use crate::{
     state::AppState,
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/me", get(me))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(me))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct Login {
     pub email: Option<String>,
     pub password: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: &'static str,
     pub expires_in: i64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    tag = "auth",
+    request_body = Login,
+    responses((status = 200, description = "OK", body = TokenResponse), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+)]
 #[tracing::instrument(skip_all)]
 async fn login(
     State(app): State<AppState>,
@@ -73,6 +78,13 @@ async fn login(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/auth/me",
+    tag = "auth",
+    responses((status = 200, description = "OK", body = CurrentUser), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn me(user: CurrentUser) -> Json<CurrentUser> {
     Json(user)
 }

@@ -3,13 +3,14 @@
 use axum::{
     extract::{Path, State},
     http::StatusCode,
-    routing::{get, post},
-    Json, Router,
+    Json,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::{CurrentUser, Role},
@@ -18,11 +19,11 @@ use crate::{
     state::AppState,
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/clients", get(list).post(create))
-        .route("/api/clients/{id}", get(show).patch(update))
-        .route("/api/clients/{id}/archive", post(archive))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update))
+        .routes(routes!(archive))
 }
 
 const WRITERS: &[Role] = &[Role::Admin, Role::Manager];
@@ -52,14 +53,14 @@ struct ClientRow {
     updated_at: DateTime<Utc>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Notify {
     telegram: bool,
     email: bool,
 }
 
 /// A client as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Client {
     id: Uuid,
     last_name: String,
@@ -139,6 +140,33 @@ pub fn normalize_phone(raw: &str) -> Option<String> {
     let ok = (8..=15).contains(&e164.len()) && !e164.starts_with('0');
     let russian_ok = !e164.starts_with('7') || e164.len() == 11;
     (ok && russian_ok).then(|| format!("+{e164}"))
+}
+
+/// The body of `POST` (last_name and first_name required) and `PATCH /api/clients/{id}`
+/// (only the keys sent change; null clears an optional field). Documentation schema: the
+/// handlers read the body as a JSON object to tell absent from null.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ClientBody {
+    last_name: Option<String>,
+    first_name: Option<String>,
+    middle_name: Option<String>,
+    /// Any Russian local form or +country code; stored as E.164.
+    phone: Option<String>,
+    email: Option<String>,
+    /// YYYY-MM-DD.
+    birth_date: Option<NaiveDate>,
+    guardian_id: Option<Uuid>,
+    telegram_chat_id: Option<i64>,
+    notify: Option<NotifyBody>,
+    comment: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct NotifyBody {
+    telegram: Option<bool>,
+    email: Option<bool>,
 }
 
 /// The writable fields of a client, validated.
@@ -354,6 +382,14 @@ async fn fetch(app: &AppState, id: Uuid) -> Result<ClientRow, ApiError> {
     .ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/clients",
+    tag = "clients",
+    request_body = ClientBody,
+    responses((status = 201, description = "OK", body = Client), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
 async fn create(
     State(app): State<AppState>,
@@ -376,6 +412,15 @@ async fn create(
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/clients/{id}",
+    tag = "clients",
+    params(("id" = Uuid, Path)),
+    request_body = ClientBody,
+    responses((status = 200, description = "OK", body = Client), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, client.id = %id))]
 async fn update(
     State(app): State<AppState>,
@@ -400,6 +445,14 @@ async fn update(
     Ok(Json(save(&app, Some(id), &input).await?.into()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/clients/{id}/archive",
+    tag = "clients",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "OK", body = Client), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, client.id = %id))]
 async fn archive(
     State(app): State<AppState>,
@@ -421,6 +474,14 @@ async fn archive(
     Ok(Json(row.into()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/clients/{id}",
+    tag = "clients",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "OK", body = Client), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, client.id = %id))]
 async fn show(
     State(app): State<AppState>,
@@ -464,6 +525,14 @@ fn search_pattern(search: &str) -> Option<String> {
 
 /// The page and the total count in ONE statement: the matching set is computed once, counted,
 /// and paged; the statement always returns one row, so a page past the end still has a total.
+#[utoipa::path(
+    get,
+    path = "/api/clients",
+    tag = "clients",
+    params(("search" = Option<String>, Query, description = "name, phone or e-mail fragment"), ("archived" = Option<bool>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    responses((status = 200, description = "OK", body = crate::routes::Paged<Client>), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
 async fn list(
     State(app): State<AppState>,

@@ -3,13 +3,14 @@
 use axum::{
     extract::{Path, State},
     http::StatusCode,
-    routing::get,
-    Json, Router,
+    Json,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::{CurrentUser, Role},
@@ -18,15 +19,12 @@ use crate::{
     state::AppState,
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/teachers", get(list_teachers).post(create_teacher))
-        .route(
-            "/api/teachers/{id}",
-            get(show_teacher).patch(update_teacher),
-        )
-        .route("/api/rooms", get(list_rooms).post(create_room))
-        .route("/api/rooms/{id}", get(show_room).patch(update_room))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_teachers, create_teacher))
+        .routes(routes!(show_teacher, update_teacher))
+        .routes(routes!(list_rooms, create_room))
+        .routes(routes!(show_room, update_room))
 }
 
 pub(crate) const WRITERS: &[Role] = &[Role::Admin, Role::Manager];
@@ -51,7 +49,7 @@ pub(crate) fn check_name(fields: &mut FieldErrors, field: &str, value: &str, max
 
 // ----- teachers -----
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
 struct Teacher {
     id: Uuid,
     user_id: Option<Uuid>,
@@ -65,7 +63,7 @@ struct Teacher {
 
 const TEACHER: &str = "id, user_id, full_name, phone, email, active, created_at, updated_at";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TeacherPatch {
     full_name: Option<String>,
@@ -118,6 +116,14 @@ const TEACHER_CONSTRAINTS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+#[utoipa::path(
+    post,
+    path = "/api/teachers",
+    tag = "teachers",
+    request_body = TeacherPatch,
+    responses((status = 201, description = "OK", body = Teacher), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
 async fn create_teacher(
     State(app): State<AppState>,
@@ -141,6 +147,15 @@ async fn create_teacher(
     Ok((StatusCode::CREATED, Json(teacher)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/teachers/{id}",
+    tag = "teachers",
+    params(("id" = Uuid, Path)),
+    request_body = TeacherPatch,
+    responses((status = 200, description = "OK", body = Teacher), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, teacher.id = %id))]
 async fn update_teacher(
     State(app): State<AppState>,
@@ -175,6 +190,14 @@ async fn update_teacher(
     teacher.map(Json).ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/teachers/{id}",
+    tag = "teachers",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "OK", body = Teacher), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %_user.id, teacher.id = %id))]
 async fn show_teacher(
     State(app): State<AppState>,
@@ -200,6 +223,14 @@ struct DirectoryQuery {
     offset: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/teachers",
+    tag = "teachers",
+    params(("active" = Option<bool>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    responses((status = 200, description = "OK", body = crate::routes::Paged<Teacher>), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %_user.id))]
 async fn list_teachers(
     State(app): State<AppState>,
@@ -228,7 +259,7 @@ async fn list_teachers(
 
 // ----- rooms -----
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
 struct Room {
     id: Uuid,
     name: String,
@@ -240,7 +271,7 @@ struct Room {
 
 const ROOM: &str = "id, name, capacity, status, created_at, updated_at";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RoomPatch {
     name: Option<String>,
@@ -279,6 +310,14 @@ impl RoomPatch {
 const ROOM_CONSTRAINTS: &[(&str, &str, &str)] =
     &[("rooms_name_unique", "name", "a room with this name exists")];
 
+#[utoipa::path(
+    post,
+    path = "/api/rooms",
+    tag = "rooms",
+    request_body = RoomPatch,
+    responses((status = 201, description = "OK", body = Room), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
 async fn create_room(
     State(app): State<AppState>,
@@ -300,6 +339,15 @@ async fn create_room(
     Ok((StatusCode::CREATED, Json(room)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/rooms/{id}",
+    tag = "rooms",
+    params(("id" = Uuid, Path)),
+    request_body = RoomPatch,
+    responses((status = 200, description = "OK", body = Room), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, room.id = %id))]
 async fn update_room(
     State(app): State<AppState>,
@@ -324,6 +372,14 @@ async fn update_room(
     room.map(Json).ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/rooms/{id}",
+    tag = "rooms",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "OK", body = Room), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %_user.id, room.id = %id))]
 async fn show_room(
     State(app): State<AppState>,
@@ -340,6 +396,14 @@ async fn show_room(
     .ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/rooms",
+    tag = "rooms",
+    params(("status" = Option<String>, Query, description = "active (default), archived, all"), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    responses((status = 200, description = "OK", body = crate::routes::Paged<Room>), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %_user.id))]
 async fn list_rooms(
     State(app): State<AppState>,

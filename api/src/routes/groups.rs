@@ -4,13 +4,14 @@
 use axum::{
     extract::{Path, State},
     http::StatusCode,
-    routing::{delete, get},
-    Json, Router,
+    Json,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::CurrentUser,
@@ -22,15 +23,15 @@ use crate::{
     state::AppState,
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/groups", get(list).post(create))
-        .route("/api/groups/{id}", get(show).patch(update))
-        .route("/api/groups/{id}/members", get(members).post(enrol))
-        .route("/api/groups/{id}/members/{client_id}", delete(unenrol))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update))
+        .routes(routes!(members, enrol))
+        .routes(routes!(unenrol))
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
 struct Group {
     id: Uuid,
     name: String,
@@ -54,7 +55,7 @@ const GROUP: &str = "g.id, g.name, g.teacher_id, g.room_id, g.capacity, g.status
          as waitlisted, \
      g.created_at, g.updated_at";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct GroupPatch {
     name: Option<String>,
@@ -118,6 +119,14 @@ const GROUP_CONSTRAINTS: &[(&str, &str, &str)] = &[
     ("study_groups_room_id_fkey", "room_id", "no such room"),
 ];
 
+#[utoipa::path(
+    post,
+    path = "/api/groups",
+    tag = "groups",
+    request_body = GroupPatch,
+    responses((status = 201, description = "OK", body = Group), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
 async fn create(
     State(app): State<AppState>,
@@ -146,6 +155,15 @@ async fn create(
     Ok((StatusCode::CREATED, Json(group)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/groups/{id}",
+    tag = "groups",
+    params(("id" = Uuid, Path)),
+    request_body = GroupPatch,
+    responses((status = 200, description = "OK", body = Group), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, group.id = %id))]
 async fn update(
     State(app): State<AppState>,
@@ -180,6 +198,14 @@ async fn update(
     group.map(Json).ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/groups/{id}",
+    tag = "groups",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "OK", body = Group), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %_user.id, group.id = %id))]
 async fn show(
     State(app): State<AppState>,
@@ -204,6 +230,14 @@ struct GroupQuery {
     offset: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/groups",
+    tag = "groups",
+    params(("teacher_id" = Option<Uuid>, Query), ("status" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    responses((status = 200, description = "OK", body = crate::routes::Paged<Group>), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %_user.id))]
 async fn list(
     State(app): State<AppState>,
@@ -234,7 +268,7 @@ async fn list(
 
 // ----- members -----
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
 struct Member {
     client_id: Uuid,
     full_name: String,
@@ -251,6 +285,14 @@ struct MembersQuery {
     offset: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/groups/{id}/members",
+    tag = "groups",
+    params(("id" = Uuid, Path), ("status" = Option<String>, Query, description = "current (default), active, waitlist, left, all"), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    responses((status = 200, description = "OK", body = crate::routes::Paged<Member>), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %_user.id, group.id = %id))]
 async fn members(
     State(app): State<AppState>,
@@ -298,7 +340,7 @@ async fn members(
     Ok(Json(json!({"items": items, "total": total})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Enrol {
     client_id: Uuid,
@@ -308,6 +350,15 @@ struct Enrol {
 
 /// Enrols a client: `active` while the group has free seats, else `waitlist`. The group row is
 /// locked first, so concurrent enrolments see each other's seats (no overbooking).
+#[utoipa::path(
+    post,
+    path = "/api/groups/{id}/members",
+    tag = "groups",
+    params(("id" = Uuid, Path)),
+    request_body = Enrol,
+    responses((status = 201, description = "enrolled: active, or waitlist when full", body = Member), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, group.id = %id))]
 async fn enrol(
     State(app): State<AppState>,
@@ -384,6 +435,14 @@ struct Unenrol {
 }
 
 /// Ends a membership (or leaves the waitlist); a freed seat goes to the first waitlisted client.
+#[utoipa::path(
+    delete,
+    path = "/api/groups/{id}/members/{client_id}",
+    tag = "groups",
+    params(("id" = Uuid, Path), ("client_id" = Uuid, Path), ("left_on" = Option<NaiveDate>, Query)),
+    responses((status = 200, description = "OK", body = serde_json::Value), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, group.id = %id, client.id = %client_id))]
 async fn unenrol(
     State(app): State<AppState>,

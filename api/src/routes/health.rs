@@ -1,19 +1,34 @@
 //! Liveness, readiness (database reachable within a timeout) and Prometheus metrics.
-use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use axum::{extract::State, http::StatusCode, response::IntoResponse, Json};
 use serde_json::json;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/health/liveness",
-            get(|| async { Json(json!({"status": "ok"})) }),
-        )
-        .route("/api/health/readiness", get(readiness))
-        .route("/metrics", get(metrics))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(liveness))
+        .routes(routes!(readiness))
+        .routes(routes!(metrics))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/health/liveness",
+    tag = "health",
+    responses((status = 200, description = "process up")),
+)]
+async fn liveness() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/health/readiness",
+    tag = "health",
+    responses((status = 200, description = "database reachable"), (status = 503, description = "database unavailable", body = crate::error::ErrorBody)),
+)]
 async fn readiness(State(app): State<AppState>) -> impl IntoResponse {
     if shared::db::ping(&app.db, app.settings.readiness_timeout).await {
         (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
@@ -28,6 +43,12 @@ async fn readiness(State(app): State<AppState>) -> impl IntoResponse {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((status = 200, description = "Prometheus metrics")),
+)]
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     if let Err(error) = jobs::engine::record_queue_gauges(&app.db).await {
         tracing::warn!(%error, "cannot read queue gauges");

@@ -9,13 +9,14 @@ use axum::{
         sse::{Event, KeepAlive, Sse},
         IntoResponse, Response,
     },
-    routing::{get, post},
-    Json, Router,
+    Json,
 };
 use futures::Stream;
 use jobs::ledger::{self, JobRun, ListFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::CurrentUser,
@@ -24,17 +25,17 @@ use crate::{
     state::AppState,
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/jobs", get(list))
-        .route("/api/jobs/{id}", get(show))
-        .route("/api/jobs/{id}/cancel", post(cancel))
-        .route("/api/jobs/{id}/events", get(events))
-        .route("/api/jobs/{id}/artifact", get(artifact))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(cancel))
+        .routes(routes!(events))
+        .routes(routes!(artifact))
 }
 
 /// `202 {job_id, status_url}`: the answer of every endpoint that enqueues.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     pub job_id: String,
     pub status_url: String,
@@ -56,14 +57,14 @@ pub fn status_url(id: &str) -> String {
     format!("/api/jobs/{id}")
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Progress {
     pub percent: i16,
     pub message: Option<String>,
 }
 
 /// The status JSON of a job.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobStatus {
     pub id: String,
     pub kind: String,
@@ -125,6 +126,14 @@ async fn load(app: &AppState, user: &CurrentUser, id: &str) -> Result<JobRun, Ap
         .ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "OK", body = JobStatus), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]
 async fn show(
     State(app): State<AppState>,
@@ -144,6 +153,14 @@ struct ListQuery {
     offset: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/jobs",
+    tag = "jobs",
+    params(("kind" = Option<String>, Query), ("state" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    responses((status = 200, description = "OK", body = crate::routes::Paged<JobStatus>), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
 async fn list(
     State(app): State<AppState>,
@@ -183,6 +200,14 @@ async fn list(
     Ok(Json(json!({"items": items, "total": total})))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/cancel",
+    tag = "jobs",
+    params(("id" = String, Path)),
+    responses((status = 202, description = "cancel requested (200 when already finished)", body = JobStatus), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]
 async fn cancel(
     State(app): State<AppState>,
@@ -210,6 +235,14 @@ const EVENT_POLL: Duration = Duration::from_millis(200);
 
 /// Server-Sent Events: each recorded change of the job (state, attempts, progress) in order,
 /// as `event: job` with the status JSON; the stream ends after a terminal state.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}/events",
+    tag = "jobs",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "text/event-stream of job status events until a terminal state"), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]
 async fn events(
     State(app): State<AppState>,
@@ -272,6 +305,14 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}/artifact",
+    tag = "jobs",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "the job's file"), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]
 async fn artifact(
     State(app): State<AppState>,

@@ -4,13 +4,14 @@
 use axum::{
     extract::{Path, State},
     http::StatusCode,
-    routing::{get, post},
-    Json, Router,
+    Json,
 };
 use chrono::{DateTime, Duration, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::CurrentUser,
@@ -19,14 +20,14 @@ use crate::{
     state::AppState,
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/lessons", get(list).post(create))
-        .route("/api/lessons/{id}", get(show).patch(move_lesson))
-        .route("/api/lessons/{id}/cancel", post(cancel))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, move_lesson))
+        .routes(routes!(cancel))
 }
 
-#[derive(Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 struct Lesson {
     id: Uuid,
     kind: String,
@@ -103,7 +104,7 @@ async fn write_error(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewLesson {
     group_id: Uuid,
@@ -153,6 +154,14 @@ fn end_of(
 }
 
 /// Creates a lesson; the group's defaults (room, teacher) are read by the same statement.
+#[utoipa::path(
+    post,
+    path = "/api/lessons",
+    tag = "lessons",
+    request_body = NewLesson,
+    responses((status = 201, description = "OK", body = Lesson), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 409, description = "conflict (e.g. a booking clash)", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
 async fn create(
     State(app): State<AppState>,
@@ -263,7 +272,7 @@ impl LessonWithFlag {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Move {
     starts_at: Option<DateTime<FixedOffset>>,
@@ -276,6 +285,15 @@ struct Move {
 
 /// Moves a scheduled lesson (time, room, teacher) or changes its topic. Without a new end, a
 /// lesson moved in time keeps its length.
+#[utoipa::path(
+    patch,
+    path = "/api/lessons/{id}",
+    tag = "lessons",
+    params(("id" = Uuid, Path)),
+    request_body = Move,
+    responses((status = 200, description = "OK", body = Lesson), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (e.g. a booking clash)", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, lesson.id = %id))]
 async fn move_lesson(
     State(app): State<AppState>,
@@ -329,6 +347,14 @@ async fn move_lesson(
 
 /// Cancels a lesson: its slot is freed for other bookings and every visit charged for it is
 /// given back, in one transaction.
+#[utoipa::path(
+    post,
+    path = "/api/lessons/{id}/cancel",
+    tag = "lessons",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "OK", body = Lesson), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, lesson.id = %id))]
 async fn cancel(
     State(app): State<AppState>,
@@ -361,6 +387,14 @@ async fn fetch(app: &AppState, id: Uuid) -> Result<Lesson, ApiError> {
     .ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/lessons/{id}",
+    tag = "lessons",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "OK", body = Lesson), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %_user.id, lesson.id = %id))]
 async fn show(
     State(app): State<AppState>,
@@ -385,6 +419,14 @@ struct LessonQuery {
 
 /// Lessons overlapping `[from, to)` (at most 93 days), in time order; page and total in one
 /// statement.
+#[utoipa::path(
+    get,
+    path = "/api/lessons",
+    tag = "lessons",
+    params(("from" = String, Query, description = "RFC 3339"), ("to" = String, Query, description = "RFC 3339, at most 93 days after from"), ("room_id" = Option<Uuid>, Query), ("teacher_id" = Option<Uuid>, Query), ("group_id" = Option<Uuid>, Query), ("cancelled" = Option<bool>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    responses((status = 200, description = "OK", body = crate::routes::Paged<Lesson>), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %_user.id))]
 async fn list(
     State(app): State<AppState>,

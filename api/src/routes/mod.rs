@@ -28,18 +28,16 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit_bytes;
-    Router::new()
-        .merge(health::routes())
-        .merge(auth::routes())
-        .merge(jobs::routes())
-        .merge(users::routes())
-        .merge(clients::routes())
-        .merge(directory::routes())
-        .merge(groups::routes())
-        .merge(lessons::routes())
-        .merge(attendance::routes())
-        .merge(subscriptions::routes())
-        .merge(rentals::routes())
+    let (routes, doc) = documented();
+    let doc = std::sync::Arc::new(doc);
+    routes
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -108,6 +106,61 @@ pub fn paged_sql(
 /// `{items, total}` from a [`paged_sql`] row.
 pub fn paged((total, items): (i64, serde_json::Value)) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"items": items, "total": total}))
+}
+
+/// Documentation schema of every list answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Paged<T> {
+    items: Vec<T>,
+    total: i64,
+}
+
+/// The OpenAPI 3.1 document: every route registered through `OpenApiRouter` below appears in
+/// it (the router and the document come from the same calls), with the bearer scheme and the
+/// error shape.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "ARTSVAO CRM API", description = "Errors: `{\"error\": {code, message, fields?, clashes?}}`"),
+    modifiers(&BearerAuth),
+    components(schemas(crate::error::ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every route, and the OpenAPI document describing them.
+pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::routes())
+        .merge(auth::routes())
+        .merge(jobs::routes())
+        .merge(users::routes())
+        .merge(clients::routes())
+        .merge(directory::routes())
+        .merge(groups::routes())
+        .merge(lessons::routes())
+        .merge(attendance::routes())
+        .merge(subscriptions::routes())
+        .merge(rentals::routes())
+        .split_for_parts()
 }
 
 /// `{items, total}` with `limit` / `offset`, the shape of every list endpoint.

@@ -4,13 +4,14 @@
 use axum::{
     extract::{Path, State},
     http::StatusCode,
-    routing::{get, post},
-    Json, Router,
+    Json,
 };
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::CurrentUser,
@@ -23,18 +24,18 @@ use crate::{
     state::AppState,
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/rental-applications", get(list).post(create))
-        .route("/api/rental-applications/{id}", get(show))
-        .route("/api/rental-applications/{id}/approve", post(approve))
-        .route("/api/rental-applications/{id}/reject", post(reject))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show))
+        .routes(routes!(approve))
+        .routes(routes!(reject))
 }
 
 /// Longest rental period, in days (the audit's loop had no limit).
 pub const MAX_DAYS: i64 = 366;
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
 struct Application {
     id: Uuid,
     organisation: String,
@@ -58,7 +59,7 @@ const APPLICATION: &str = "a.id, a.organisation, a.contact_name, a.contact_phone
      a.comment, (select count(*) from lessons l where l.rental_application_id = a.id \
                  and l.status <> 'cancelled') as bookings, a.decided_at, a.created_at";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewApplication {
     organisation: String,
@@ -74,6 +75,14 @@ struct NewApplication {
     comment: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/rental-applications",
+    tag = "rentals",
+    request_body = NewApplication,
+    responses((status = 201, description = "OK", body = Application), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
 async fn create(
     State(app): State<AppState>,
@@ -152,6 +161,14 @@ async fn fetch(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Application, A
     .ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/rental-applications/{id}",
+    tag = "rentals",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "OK", body = Application), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, application.id = %id))]
 async fn show(
     State(app): State<AppState>,
@@ -169,6 +186,14 @@ struct ListQuery {
     offset: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/rental-applications",
+    tag = "rentals",
+    params(("status" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    responses((status = 200, description = "OK", body = crate::routes::Paged<Application>), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
 async fn list(
     State(app): State<AppState>,
@@ -224,6 +249,14 @@ async fn clashes(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Value, ApiEr
 
 /// Approves a new application: one INSERT … SELECT books every day; any clash refuses the
 /// whole approval (409 listing every clashing booking) and nothing is booked.
+#[utoipa::path(
+    post,
+    path = "/api/rental-applications/{id}/approve",
+    tag = "rentals",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "OK", body = Application), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (e.g. a booking clash)", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, application.id = %id))]
 async fn approve(
     State(app): State<AppState>,
@@ -274,6 +307,14 @@ async fn approve(
     Ok(Json(application))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/rental-applications/{id}/reject",
+    tag = "rentals",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "OK", body = Application), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (e.g. a booking clash)", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, application.id = %id))]
 async fn reject(
     State(app): State<AppState>,

@@ -4,13 +4,14 @@
 use axum::{
     extract::{Path, State},
     http::StatusCode,
-    routing::{get, post},
-    Json, Router,
+    Json,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::CurrentUser,
@@ -22,14 +23,14 @@ use crate::{
     state::AppState,
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/subscription-plans", get(list_plans).post(create_plan))
-        .route("/api/subscriptions", get(list_subscriptions).post(sell))
-        .route("/api/subscriptions/{id}", get(show_subscription))
-        .route("/api/subscriptions/{id}/freeze", post(freeze))
-        .route("/api/invoices", get(list_invoices))
-        .route("/api/payments", post(pay))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_plans, create_plan))
+        .routes(routes!(list_subscriptions, sell))
+        .routes(routes!(show_subscription))
+        .routes(routes!(freeze))
+        .routes(routes!(list_invoices))
+        .routes(routes!(pay))
 }
 
 fn today() -> NaiveDate {
@@ -46,7 +47,7 @@ fn validation(fields: FieldErrors) -> Result<(), ApiError> {
 
 // ----- plans -----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewPlan {
     name: String,
@@ -60,6 +61,14 @@ struct NewPlan {
     max_freeze_days: i32,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/subscription-plans",
+    tag = "subscriptions",
+    request_body = NewPlan,
+    responses((status = 201, description = "OK", body = serde_json::Value), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
 async fn create_plan(
     State(app): State<AppState>,
@@ -140,6 +149,14 @@ impl PageQuery {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/subscription-plans",
+    tag = "subscriptions",
+    params(("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    responses((status = 200, description = "OK", body = serde_json::Value), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %_user.id))]
 async fn list_plans(
     State(app): State<AppState>,
@@ -166,7 +183,7 @@ async fn list_plans(
 
 // ----- subscriptions -----
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
 struct Subscription {
     id: Uuid,
     client_id: Uuid,
@@ -194,7 +211,7 @@ const SUBSCRIPTION: &str = "s.id, s.client_id, s.plan_id, s.visits_total, s.visi
           else s.status end as status, \
      s.price::text as price, s.created_at";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Sale {
     client_id: Uuid,
@@ -205,6 +222,14 @@ struct Sale {
 
 /// Sells a subscription: the subscription (inactive until paid) and its invoice, in one
 /// transaction, by one statement.
+#[utoipa::path(
+    post,
+    path = "/api/subscriptions",
+    tag = "subscriptions",
+    request_body = Sale,
+    responses((status = 201, description = "{subscription, invoice}", body = serde_json::Value), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
 async fn sell(
     State(app): State<AppState>,
@@ -274,6 +299,14 @@ async fn fetch_subscription(
     .ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/subscriptions/{id}",
+    tag = "subscriptions",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "OK", body = Subscription), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %_user.id, subscription.id = %id))]
 async fn show_subscription(
     State(app): State<AppState>,
@@ -283,6 +316,14 @@ async fn show_subscription(
     Ok(Json(fetch_subscription(&app.db, id).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/subscriptions",
+    tag = "subscriptions",
+    params(("client_id" = Option<Uuid>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    responses((status = 200, description = "OK", body = crate::routes::Paged<Subscription>), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %_user.id))]
 async fn list_subscriptions(
     State(app): State<AppState>,
@@ -305,7 +346,7 @@ async fn list_subscriptions(
     Ok(paged(row))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Freeze {
     from: NaiveDate,
@@ -315,6 +356,15 @@ struct Freeze {
 /// Freezes an active subscription from a date (today or later: never retroactive) to a date;
 /// its end moves by the freeze's length. One freeze per subscription, at most the plan's
 /// `max_freeze_days`.
+#[utoipa::path(
+    post,
+    path = "/api/subscriptions/{id}/freeze",
+    tag = "subscriptions",
+    params(("id" = Uuid, Path)),
+    request_body = Freeze,
+    responses((status = 200, description = "OK", body = Subscription), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (e.g. a booking clash)", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, subscription.id = %id))]
 async fn freeze(
     State(app): State<AppState>,
@@ -383,6 +433,14 @@ const INVOICE: &str = "i.id, i.client_id, i.subscription_id, i.amount::text as a
      coalesce((select sum(p.amount) from payments p where p.invoice_id = i.id), 0)::text as paid, \
      i.created_at, i.paid_at";
 
+#[utoipa::path(
+    get,
+    path = "/api/invoices",
+    tag = "invoices",
+    params(("client_id" = Option<Uuid>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    responses((status = 200, description = "OK", body = serde_json::Value), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %_user.id))]
 async fn list_invoices(
     State(app): State<AppState>,
@@ -405,7 +463,7 @@ async fn list_invoices(
     Ok(paged(row))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Payment {
     invoice_id: Uuid,
@@ -415,6 +473,14 @@ struct Payment {
 
 /// Records a payment. An invoice paid in full becomes `paid` and activates its subscription,
 /// in the same transaction; overpaying is refused.
+#[utoipa::path(
+    post,
+    path = "/api/payments",
+    tag = "payments",
+    request_body = Payment,
+    responses((status = 201, description = "OK", body = serde_json::Value), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 409, description = "conflict (e.g. a booking clash)", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
 async fn pay(
     State(app): State<AppState>,
