@@ -88,6 +88,10 @@ pub async fn run(
     );
     let scenarios: Vec<(&str, Vec<String>)> = vec![
         (
+            "baseline: GET /api/auth/me (token check + one primary-key read)",
+            vec!["/api/auth/me".to_string()],
+        ),
+        (
             "clients: surname search (~5,000 matches of 100,000), limit 50",
             ["Иванов", "Петрова", "Сидоров", "Кузнецова", "Смирнов"]
                 .iter()
