@@ -180,6 +180,77 @@ async fn teachers_read_clients_but_cannot_write_them(db: PgPool) {
     app.stop().await;
 }
 
+/// The ids of the clients a search finds, in list order, and the total.
+async fn found(app: &TestApp, token: &str, search: &str) -> (Vec<String>, i64) {
+    let page = list(app, token, &format!("search={}", urlencoding(search))).await;
+    let ids = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["full_name"].as_str().unwrap().to_string())
+        .collect();
+    (ids, page["total"].as_i64().unwrap())
+}
+
+fn urlencoding(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[sqlx::test(migrations = false)]
+async fn search_finds_surname_prefixes_first_names_phone_starts_and_ends_and_emails(db: PgPool) {
+    let app = TestApp::spawn_with(db, None, api_config(&[])).await;
+    let (_, token) = app.user("manager").await;
+    for (last, first, phone, email) in [
+        ("Фёдорова", "Анна", "+7 916 123-45-67", "anna@example.org"),
+        ("Федоров", "Пётр", "+7 903 555-00-11", "petr@mail.test"),
+        (
+            "Иванов",
+            "Дмитрий",
+            "+44 20 7946 0958",
+            "ivanov@example.org",
+        ),
+        ("Сидорова", "Ольга", "8 (495) 000-12-34", "olga@sid.test"),
+    ] {
+        created(
+            &app,
+            &token,
+            json!({"last_name": last, "first_name": first, "phone": phone, "email": email}),
+        )
+        .await;
+    }
+    let cases: &[(&str, &[&str])] = &[
+        // Surname prefix, ё and е alike, list order by name.
+        ("федор", &["Федоров Пётр", "Фёдорова Анна"]),
+        ("ФЁДОРОВА", &["Фёдорова Анна"]),
+        ("Федоров Пётр", &["Федоров Пётр"]),
+        // No name starts with it: substring of any name.
+        ("Дмитр", &["Иванов Дмитрий"]),
+        ("дорова", &["Сидорова Ольга", "Фёдорова Анна"]),
+        // Phone: start with or without the country code, trunk 8, or the last digits.
+        ("916 12", &["Фёдорова Анна"]),
+        ("+7 903", &["Федоров Пётр"]),
+        ("8 495 000 12 34", &["Сидорова Ольга"]),
+        ("4420", &["Иванов Дмитрий"]),
+        ("00-11", &["Федоров Пётр"]),
+        ("0958", &["Иванов Дмитрий"]),
+        // E-mail fragment.
+        ("example.org", &["Иванов Дмитрий", "Фёдорова Анна"]),
+        ("SID.test", &["Сидорова Ольга"]),
+        ("нет такого", &[]),
+    ];
+    for (search, expected) in cases {
+        let (names, total) = found(&app, &token, search).await;
+        assert_eq!(names, *expected, "search {search:?}");
+        assert_eq!(total, expected.len() as i64, "search {search:?}");
+    }
+    app.stop().await;
+}
+
 /// Counts the statements sqlx runs on this thread (`sqlx::query` events). `sqlx::test` runs
 /// the test, the api and its handlers on one current-thread runtime, so a thread-local
 /// subscriber sees every statement of a request.
@@ -235,6 +306,9 @@ async fn searching_100000_clients_by_phone_fragment_or_surname_takes_one_stateme
 
     for (query, total) in [
         ("search=999%20555", 1),
+        ("search=5551234", 1), // the end of a phone number
+        ("search=%D0%94%D0%BC%D0%B8%D1%82%D1%80", 1), // "Дмитр": no name starts with it
+        ("", 100001),
         ("search=%D1%88%D0%BE%D1%81%D1%82%D0%B0%D0%BA", 1), // "шостак"
         (
             "search=%D0%98%D0%B2%D0%B0%D0%BD%D0%BE%D0%B2&limit=50",

@@ -88,6 +88,10 @@ pub async fn run(
     );
     let scenarios: Vec<(&str, Vec<String>)> = vec![
         (
+            "floor: GET /api/health/liveness (no token, no database)",
+            vec!["/api/health/liveness".to_string()],
+        ),
+        (
             "baseline: GET /api/auth/me (token check + one primary-key read)",
             vec!["/api/auth/me".to_string()],
         ),

@@ -15,7 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     auth::{CurrentUser, Role},
     error::{ApiError, AppJson, AppQuery, FieldErrors},
-    routes::Page,
+    routes::{page_rows, page_rows_sql, Cte, Page},
     state::AppState,
 };
 
@@ -33,8 +33,7 @@ const COLUMNS: &str = "c.id, c.last_name, c.first_name, c.middle_name, c.phone, 
      c.birth_date, c.guardian_id, c.telegram_chat_id, c.notify_telegram, c.notify_email, \
      c.comment, c.archived_at, c.created_at, c.updated_at";
 
-/// Also decoded from the list statement's JSON (`to_jsonb` of a `clients` row).
-#[derive(sqlx::FromRow, Deserialize)]
+#[derive(sqlx::FromRow)]
 struct ClientRow {
     id: Uuid,
     last_name: String,
@@ -499,37 +498,163 @@ struct ListQuery {
     offset: Option<i64>,
 }
 
-/// What a search string matches in `search_text`: lower-cased text, or — when it looks like a
-/// phone fragment — its digits (a leading trunk `8` read as `7`). LIKE wildcards are escaped.
-fn search_pattern(search: &str) -> Option<String> {
-    let s = search.trim();
-    if s.is_empty() {
-        return None;
-    }
-    let phone_like = s.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c));
-    let needle = if phone_like {
-        let digits: String = s.chars().filter(char::is_ascii_digit).collect();
-        match digits.strip_prefix('8') {
-            Some(rest) if digits.len() == 11 => format!("7{rest}"),
-            _ => digits,
+/// How a search string is looked up. A surname (maybe followed by the first name) is the
+/// common case: a prefix of the normalised full name, answered by the `clients_name_key` btree
+/// as a range; when no name starts with it (a first name alone, a fragment) it falls back to a
+/// substring match. A phone fragment matches the start of the number (with or without the
+/// country code 7) or its end. Anything else (an e-mail, letters mixed with digits) is a
+/// case-insensitive substring of names, phone and e-mail, via the trigram index.
+#[derive(Debug, PartialEq)]
+enum Search {
+    /// `[from, to)` over `name_key`, and the substring pattern of the fallback.
+    Name {
+        from: String,
+        to: String,
+        like: String,
+    },
+    /// `[from, to)` ranges over the international digits, and over the reversed number.
+    Phone {
+        starts: [(String, String); 2],
+        ends: (String, String),
+    },
+    Text {
+        like: String,
+    },
+}
+
+/// The smallest string greater than every string starting with `prefix` (byte order).
+fn prefix_end(prefix: &str) -> String {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32) {
+            chars.push(next);
+            return chars.into_iter().collect();
         }
-    } else {
-        s.to_lowercase()
-    };
+    }
+    char::MAX.to_string()
+}
+
+fn range(prefix: String) -> (String, String) {
+    let end = prefix_end(&prefix);
+    (prefix, end)
+}
+
+/// `%needle%` with LIKE's wildcards escaped.
+fn substring(needle: &str) -> String {
     let escaped = needle
         .replace('\\', "\\\\")
         .replace('%', "\\%")
         .replace('_', "\\_");
-    Some(format!("%{escaped}%"))
+    format!("%{escaped}%")
 }
 
-/// The page and the total count in ONE statement: the matching set is computed once, counted,
-/// and paged; the statement always returns one row, so a page past the end still has a total.
+fn search(raw: &str) -> Option<Search> {
+    let s = raw.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if s.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c)) {
+        let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+        if !digits.is_empty() {
+            // A full local number: trunk 8 means country code 7.
+            let digits = match digits.strip_prefix('8') {
+                Some(rest) if digits.len() == 11 => format!("7{rest}"),
+                _ => digits,
+            };
+            let reversed: String = digits.chars().rev().collect();
+            return Some(Search::Phone {
+                starts: [range(digits.clone()), range(format!("7{digits}"))],
+                ends: range(reversed),
+            });
+        }
+    }
+    let text = s
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
+    if text
+        .chars()
+        .any(|c| c.is_ascii_digit() || "@._".contains(c))
+    {
+        return Some(Search::Text {
+            like: substring(&text),
+        });
+    }
+    let (from, to) = range(text.replace('ё', "е"));
+    Some(Search::Name {
+        from,
+        to,
+        like: substring(&text),
+    })
+}
+
+/// The list statements, one per kind of search (each a static text, so its prepared plan is
+/// reused). `$1` is the `archived` flag; limit and offset come last.
+fn list_sql(search: Option<&Search>) -> sqlx::AssertSqlSafe<String> {
+    const VISIBLE: &str = "($1 or c.archived_at is null)";
+    const ORDER: &str = "c.name_key, c.id";
+    match search {
+        None => page_rows_sql(
+            &format!("select * from clients c where {VISIBLE}"),
+            Cte::Inline,
+            "c",
+            COLUMNS,
+            ORDER,
+            2,
+        ),
+        Some(Search::Phone { .. }) => page_rows_sql(
+            &format!(
+                "select * from clients c
+                 where {VISIBLE}
+                   and (substr(c.phone, 2) collate \"C\" >= $2 and substr(c.phone, 2) collate \"C\" < $3
+                     or substr(c.phone, 2) collate \"C\" >= $4 and substr(c.phone, 2) collate \"C\" < $5
+                     or reverse(c.phone) collate \"C\" >= $6 and reverse(c.phone) collate \"C\" < $7)"
+            ),
+            Cte::Materialized,
+            "c",
+            COLUMNS,
+            ORDER,
+            8,
+        ),
+        Some(Search::Text { .. }) => page_rows_sql(
+            &format!("select * from clients c where {VISIBLE} and c.search_text like $2"),
+            Cte::Materialized,
+            "c",
+            COLUMNS,
+            ORDER,
+            3,
+        ),
+        // Prefix matches, else (one-time filter: the fallback runs only when there are none)
+        // substring matches; each branch hands at most limit + offset ordered rows to the page.
+        Some(Search::Name { .. }) => sqlx::AssertSqlSafe(format!(
+            "with prefix as not materialized (
+                 select * from clients c
+                 where c.name_key >= $2 and c.name_key < $3 and {VISIBLE}
+             ), other as materialized (
+                 select * from clients c
+                 where c.search_text like $4 and {VISIBLE} and not exists (select 1 from prefix)
+             )
+             select t.total, p.* from
+                 (select (select count(*) from prefix) + (select count(*) from other) as total) t
+             left join lateral (
+                 select {COLUMNS} from (
+                     (select * from prefix c order by {ORDER} limit $5 + $6)
+                     union all
+                     (select * from other c order by {ORDER} limit $5 + $6)
+                 ) c order by {ORDER} limit $5 offset $6
+             ) p on true"
+        )),
+    }
+}
+
+/// The page and the total count in ONE statement (see [`list_sql`]); a page past the end still
+/// has its total.
 #[utoipa::path(
     get,
     path = "/api/clients",
     tag = "clients",
-    params(("search" = Option<String>, Query, description = "name, phone or e-mail fragment"), ("archived" = Option<bool>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    params(("search" = Option<String>, Query, description = "surname (optionally followed by the first name) from its start, else any name fragment; a phone number's start or end; an e-mail fragment"), ("archived" = Option<bool>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
     responses((status = 200, description = "OK", body = crate::routes::Paged<Client>), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
     security(("bearer" = [])),
 )]
@@ -547,39 +672,28 @@ async fn list(
     if q.search.as_deref().is_some_and(|s| s.chars().count() > 100) {
         return Err(ApiError::field("search", "at most 100 characters"));
     }
-    let pattern = q.search.as_deref().and_then(search_pattern);
-    let rows: Vec<(i64, Option<Value>)> = sqlx::query_as(
-        "with matched as (
-             select c.id, c.last_name, c.first_name from clients c
-             where ($1::text is null or c.search_text like $1)
-               and ($2 or c.archived_at is null)
-         ), page as (
-             select id from matched order by last_name, first_name, id limit $3 offset $4
-         )
-         select (select count(*) from matched) as total,
-                (select coalesce(json_agg(to_jsonb(c) order by c.last_name, c.first_name, c.id), '[]')
-                 from clients c where c.id in (select id from page)) as items",
-    )
-    .bind(&pattern)
-    .bind(q.archived.unwrap_or(false))
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&app.db)
-    .await?;
-    let (total, items) = rows.into_iter().next().unwrap_or((0, None));
-    let items: Vec<Client> = match items {
-        Some(Value::Array(values)) => values
-            .into_iter()
-            .map(row_from_json)
-            .collect::<Result<_, _>>()
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("client row: {e}")))?,
-        _ => Vec::new(),
+    let search = q.search.as_deref().and_then(search);
+    let sql = list_sql(search.as_ref());
+    let mut query = sqlx::query(sql).bind(q.archived.unwrap_or(false));
+    query = match search {
+        None => query,
+        Some(Search::Name { from, to, like }) => query.bind(from).bind(to).bind(like),
+        Some(Search::Phone { starts, ends }) => {
+            let [(a, b), (c, d)] = starts;
+            query
+                .bind(a)
+                .bind(b)
+                .bind(c)
+                .bind(d)
+                .bind(ends.0)
+                .bind(ends.1)
+        }
+        Some(Search::Text { like }) => query.bind(like),
     };
+    let rows = query.bind(limit).bind(offset).fetch_all(&app.db).await?;
+    let (total, items) = page_rows::<ClientRow>(&rows)?;
+    let items: Vec<Client> = items.into_iter().map(Client::from).collect();
     Ok(Json(json!({"items": items, "total": total})))
-}
-
-fn row_from_json(v: Value) -> Result<Client, serde_json::Error> {
-    serde_json::from_value::<ClientRow>(v).map(Client::from)
 }
 
 #[cfg(test)]
@@ -610,14 +724,40 @@ mod tests {
     }
 
     #[test]
-    fn search_patterns_match_names_and_phone_fragments() {
-        assert_eq!(search_pattern(" Иванов ").as_deref(), Some("%иванов%"));
-        assert_eq!(search_pattern("916 123").as_deref(), Some("%916123%"));
+    fn searches_become_ranges_or_patterns() {
+        let r = |a: &str, b: &str| (a.to_string(), b.to_string());
         assert_eq!(
-            search_pattern("8 916 123 45 67").as_deref(),
-            Some("%79161234567%")
+            search(" Фёдоров  Пётр "),
+            Some(Search::Name {
+                from: "федоров петр".into(),
+                to: "федоров петс".into(),
+                like: "%фёдоров пётр%".into()
+            })
         );
-        assert_eq!(search_pattern("50%_off").as_deref(), Some("%50\\%\\_off%"));
-        assert_eq!(search_pattern("  "), None);
+        assert_eq!(
+            search("916 123"),
+            Some(Search::Phone {
+                starts: [r("916123", "916124"), r("7916123", "7916124")],
+                ends: r("321619", "32161:"),
+            })
+        );
+        let Some(Search::Phone { starts, .. }) = search("8 916 123 45 67") else {
+            panic!("a phone")
+        };
+        assert_eq!(starts[0], r("79161234567", "79161234568"));
+        assert_eq!(
+            search("50%_off"),
+            Some(Search::Text {
+                like: "%50\\%\\_off%".into()
+            })
+        );
+        assert_eq!(
+            search("Ivan@Mail"),
+            Some(Search::Text {
+                like: "%ivan@mail%".into()
+            })
+        );
+        assert_eq!(search("  "), None);
+        assert_eq!(prefix_end("az"), "a{");
     }
 }

@@ -16,7 +16,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     auth::CurrentUser,
     error::{ApiError, AppJson, AppQuery, FieldErrors},
-    routes::{directory::WRITERS, paged_sql, Page},
+    routes::{directory::WRITERS, page_rows, page_rows_sql, Cte, Page},
     state::AppState,
 };
 
@@ -454,16 +454,19 @@ async fn list(
     if to - from > Duration::days(93) {
         return Err(ApiError::field("to", "a range of at most 93 days"));
     }
-    let row: (i64, Value) = sqlx::query_as(paged_sql(
+    // `starts_at > from - 24 h` bounds the index range from below too (no row is longer than
+    // 24 hours), so the scan does not grow with the history before `from`.
+    let rows = sqlx::query(page_rows_sql(
         "select * from lessons
-         where starts_at < $2 and ends_at > $1
+         where starts_at < $2 and starts_at > $1 - interval '24 hours' and ends_at > $1
            and ($3::uuid is null or room_id = $3)
            and ($4::uuid is null or teacher_id = $4)
            and ($5::uuid is null or group_id = $5)
            and ($6 or status <> 'cancelled')",
+        Cte::Inline,
         "l",
         LESSON,
-        "l.starts_at, l.room_id",
+        "l.starts_at, l.room_id, l.id",
         7,
     ))
     .bind(from)
@@ -474,10 +477,8 @@ async fn list(
     .bind(q.cancelled.unwrap_or(false))
     .bind(limit)
     .bind(offset)
-    .fetch_one(&app.db)
+    .fetch_all(&app.db)
     .await?;
-    // Decoded so timestamps serialise exactly as in the other lesson responses.
-    let items: Vec<Lesson> = serde_json::from_value(row.1)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("lesson row: {e}")))?;
-    Ok(Json(json!({"items": items, "total": row.0})))
+    let (total, items) = page_rows::<Lesson>(&rows)?;
+    Ok(Json(json!({"items": items, "total": total})))
 }

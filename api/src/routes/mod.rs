@@ -103,6 +103,62 @@ pub fn paged_sql(
     ))
 }
 
+/// [`paged_sql`] for the hot lists (clients, lessons): the same one statement, but the page comes
+/// back as plain rows decoded by sqlx — no JSON built in PostgreSQL and parsed again here. Every
+/// row carries `total`; an empty page is one row whose other columns are NULL. Decode with
+/// [`page_rows`].
+pub fn page_rows_sql(
+    matched: &str,
+    cte: Cte,
+    alias: &str,
+    columns: &str,
+    order: &str,
+    limit_param: usize,
+) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(format!(
+        "with matched as {cte} ({matched})
+         select t.total, p.* from (select count(*) as total from matched) t
+         left join lateral (
+             select {columns} from matched {alias}
+             order by {order} limit ${limit_param} offset ${offset}) p on true",
+        offset = limit_param + 1,
+        cte = match cte {
+            Cte::Inline => "not materialized",
+            Cte::Materialized => "materialized",
+        }
+    ))
+}
+
+/// How [`page_rows_sql`] evaluates its `matched` set.
+pub enum Cte {
+    /// Inlined into the count and the page: the count can be an index-only scan and the page an
+    /// ordered index scan that stops at `limit`. For sets an index walks in page order.
+    Inline,
+    /// Computed once (e.g. by a bitmap scan), then counted and sorted: for small matched sets
+    /// whose order no index gives — else the planner may walk the whole order index filtering.
+    Materialized,
+}
+
+/// The total and the items of a [`page_rows_sql`]-shaped answer (`total` on every row, `id`
+/// NULL on the row of an empty page).
+pub fn page_rows<T>(rows: &[sqlx::postgres::PgRow]) -> Result<(i64, Vec<T>), sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
+    use sqlx::Row;
+    let total = match rows.first() {
+        Some(row) => row.try_get("total")?,
+        None => 0,
+    };
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.try_get::<Option<uuid::Uuid>, _>("id")?.is_some() {
+            items.push(T::from_row(row)?);
+        }
+    }
+    Ok((total, items))
+}
+
 /// `{items, total}` from a [`paged_sql`] row.
 pub fn paged((total, items): (i64, serde_json::Value)) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"items": items, "total": total}))
