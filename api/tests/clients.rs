@@ -4,10 +4,7 @@
 
 mod support;
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc,
-};
+use std::sync::atomic::Ordering;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -249,31 +246,6 @@ async fn search_finds_surname_prefixes_first_names_phone_starts_and_ends_and_ema
         assert_eq!(total, expected.len() as i64, "search {search:?}");
     }
     app.stop().await;
-}
-
-/// Counts the statements sqlx runs on this thread (`sqlx::query` events). `sqlx::test` runs
-/// the test, the api and its handlers on one current-thread runtime, so a thread-local
-/// subscriber sees every statement of a request.
-fn count_statements() -> (Arc<AtomicUsize>, tracing::subscriber::DefaultGuard) {
-    use tracing_subscriber::{filter::Targets, layer::SubscriberExt, Layer};
-    struct Counter(Arc<AtomicUsize>);
-    impl<S: tracing::Subscriber> Layer<S> for Counter {
-        fn on_event(
-            &self,
-            event: &tracing::Event<'_>,
-            _: tracing_subscriber::layer::Context<'_, S>,
-        ) {
-            if event.metadata().target() == "sqlx::query" {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    }
-    let count = Arc::new(AtomicUsize::new(0));
-    let subscriber = tracing_subscriber::registry().with(
-        Counter(count.clone())
-            .with_filter(Targets::new().with_target("sqlx::query", tracing::Level::TRACE)),
-    );
-    (count, tracing::subscriber::set_default(subscriber))
 }
 
 #[sqlx::test(migrations = false)]

@@ -21,15 +21,17 @@ use sqlx::PgPool;
 use tokio::process::{Child, Command};
 
 mod api_bench;
+mod export_bench;
 
 #[derive(Parser)]
 #[command(
     name = "artsvao-bench",
-    about = "ARTSVAO benchmarks: `queue` (default) or `api`"
+    about = "ARTSVAO benchmarks: `queue` (default), `api` or `export`"
 )]
 struct Args {
-    /// `queue`: drain and pickup of the job runtime; `api`: CRM list endpoints under load.
-    #[arg(default_value = "queue", value_parser = ["queue", "api"])]
+    /// `queue`: drain and pickup of the job runtime; `api`: CRM list endpoints under load;
+    /// `export`: the timesheet export (writing alone, and the whole job in a worker process).
+    #[arg(default_value = "queue", value_parser = ["queue", "api", "export"])]
     what: String,
     /// api: concurrent connections.
     #[arg(long, default_value_t = 50)]
@@ -58,10 +60,20 @@ struct Args {
     keep: bool,
 }
 
-struct Workers(Vec<Child>);
+pub(crate) struct Workers(pub(crate) Vec<Child>);
 
 impl Workers {
     async fn start(url: &str, n: usize) -> anyhow::Result<Self> {
+        Self::start_for(url, n, Noop::KIND, &[]).await
+    }
+
+    /// `n` worker processes running the job kinds `queues` (comma-separated), with `env` added.
+    pub(crate) async fn start_for(
+        url: &str,
+        n: usize,
+        queues: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
         let bin: PathBuf = exe.with_file_name("artsvao-testworker");
         let mut children = Vec::new();
@@ -74,7 +86,8 @@ impl Workers {
                 .env("DATABASE_URL", url)
                 .env("HOSTNAME", format!("bench-{i}"))
                 .env("WORKER_ADDR", format!("127.0.0.1:{port}"))
-                .env("WORKER_QUEUES", Noop::KIND)
+                .env("WORKER_QUEUES", queues)
+                .envs(env.iter().copied())
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
@@ -97,7 +110,7 @@ impl Workers {
         Ok(Self(children))
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         for c in &mut self.0 {
             if let Some(pid) = c.id() {
                 let _ = std::process::Command::new("kill")
@@ -236,8 +249,12 @@ async fn main() -> anyhow::Result<()> {
     shared::db::ensure_database(&config).await?;
     let db = shared::db::connect(&config, "artsvao-bench").await?;
     jobs::engine::migrate(&db).await?;
-    if args.what == "api" {
-        let result = api_bench::run(&db, &url, args.concurrency, args.requests).await;
+    if args.what != "queue" {
+        let result = if args.what == "api" {
+            api_bench::run(&db, &url, args.concurrency, args.requests).await
+        } else {
+            export_bench::run(&db, &url).await
+        };
         db.close().await;
         drop_database(&args, &name).await?;
         return result;

@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod limiter;
 pub mod maintenance;
 pub mod subscriptions;
+pub mod timesheets;
 
 pub use context::JobContext;
 pub use enqueue::{enqueue, enqueue_many, Enqueued, Requester};

@@ -3,8 +3,8 @@ use std::{future::Future, sync::Arc};
 
 use futures::future::BoxFuture;
 use jobs::{
-    enqueue::EnqueueError, maintenance::PruneJobs, subscriptions::EndSubscriptions, Enqueued, Job,
-    JobContext, JobError, KindSpec, Requester,
+    enqueue::EnqueueError, maintenance::PruneJobs, subscriptions::EndSubscriptions,
+    timesheets::TimesheetExport, Enqueued, Job, JobContext, JobError, KindSpec, Requester,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -78,6 +78,8 @@ impl Registry {
                 END_SUBSCRIPTIONS_SCHEDULE,
                 EndSubscriptions {},
             )
+            // CPU-bound (xlsx writing and zip): one per process; scale with replicas.
+            .register::<TimesheetExport, _, _, _>(1, jobs::timesheets::timesheet_export)
     }
 
     /// Adds a cron schedule `name` that enqueues `job` at every tick of `expr` (6 fields,

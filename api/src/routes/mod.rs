@@ -16,6 +16,7 @@ pub mod attendance;
 pub mod auth;
 pub mod clients;
 pub mod directory;
+pub mod exports;
 pub mod groups;
 pub mod health;
 pub mod jobs;
@@ -216,6 +217,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(attendance::routes())
         .merge(subscriptions::routes())
         .merge(rentals::routes())
+        .merge(exports::routes())
         .split_for_parts()
 }
 

@@ -337,3 +337,31 @@ pub fn test_registry(calls: &Calls) -> Registry {
             }
         })
 }
+
+/// Counts the statements sqlx runs on this thread (`sqlx::query` events). `sqlx::test` runs
+/// the test, the api and its handlers on one current-thread runtime, so a thread-local
+/// subscriber sees every statement of a request.
+pub fn count_statements() -> (
+    Arc<std::sync::atomic::AtomicUsize>,
+    tracing::subscriber::DefaultGuard,
+) {
+    use tracing_subscriber::{filter::Targets, layer::SubscriberExt, Layer};
+    struct Counter(Arc<std::sync::atomic::AtomicUsize>);
+    impl<S: tracing::Subscriber> Layer<S> for Counter {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if event.metadata().target() == "sqlx::query" {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let subscriber = tracing_subscriber::registry().with(
+        Counter(count.clone())
+            .with_filter(Targets::new().with_target("sqlx::query", tracing::Level::TRACE)),
+    );
+    (count, tracing::subscriber::set_default(subscriber))
+}

@@ -1,0 +1,195 @@
+//! Exports as jobs: the request validates and enqueues, a worker writes the file, the browser
+//! polls `status_url` and downloads `GET /api/jobs/{id}/artifact`.
+use axum::{extract::State, http::HeaderMap, http::StatusCode, Json};
+use chrono::Utc;
+use jobs::timesheets::{Month, TimesheetExport};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    auth::{CurrentUser, Role},
+    error::{ApiError, AppJson, FieldErrors},
+    routes::jobs::Accepted,
+    state::AppState,
+};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(timesheets))
+}
+
+/// How far back a timesheet may be exported, in months (older months are archived paper).
+pub const MONTHS_BACK: i32 = 24;
+/// How far ahead (next month's planned lessons).
+pub const MONTHS_AHEAD: i32 = 1;
+/// Most groups in one request.
+pub const MAX_GROUPS: usize = 1000;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimesheetRequest {
+    /// `YYYY-MM`, at most 24 months back and 1 month ahead (Moscow calendar).
+    #[schema(example = "2026-10")]
+    month: String,
+    /// The groups; null or absent = every group (of the caller, for a teacher).
+    #[serde(default)]
+    group_ids: Option<Vec<Uuid>>,
+    /// Only groups taught by this teacher. Teachers may name only themselves.
+    #[serde(default)]
+    teacher_id: Option<Uuid>,
+}
+
+/// Checks a month string against the allowed window around `today`'s month.
+pub fn check_month(raw: &str, today: chrono::NaiveDate) -> Result<Month, String> {
+    let month = Month::parse(raw).ok_or("a month as YYYY-MM")?;
+    let now = Month::of(today).index();
+    if month.index() < now - MONTHS_BACK {
+        return Err(format!("at most {MONTHS_BACK} months back"));
+    }
+    if month.index() > now + MONTHS_AHEAD {
+        return Err(format!("at most {MONTHS_AHEAD} month ahead"));
+    }
+    Ok(month)
+}
+
+/// The monthly attendance timesheet (табель) as an `.xlsx` built by a worker. The same request
+/// by the same user while its job is queued or running returns that job.
+#[utoipa::path(
+    post,
+    path = "/api/exports/timesheets",
+    tag = "exports",
+    request_body = TimesheetRequest,
+    responses((status = 202, description = "queued (or the identical queued/running job)", body = Accepted), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "a teacher account not linked to a teacher", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
+#[tracing::instrument(skip_all, fields(user.id = %user.id))]
+async fn timesheets(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    AppJson(body): AppJson<TimesheetRequest>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let mut fields = FieldErrors::new();
+    let today = Utc::now().with_timezone(&shared::time::MOSCOW).date_naive();
+    let month = check_month(&body.month, today)
+        .map_err(|e| fields.insert("month".into(), e))
+        .ok();
+    let mut group_ids = body.group_ids.clone();
+    if let Some(ids) = group_ids.as_mut() {
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() {
+            fields.insert(
+                "group_ids".into(),
+                "at least one group, or null for all".into(),
+            );
+        } else if ids.len() > MAX_GROUPS {
+            fields.insert("group_ids".into(), format!("at most {MAX_GROUPS} groups"));
+        }
+    }
+
+    // One round trip: the caller's teacher record, which named groups are missing or not the
+    // caller's, and whether the named teacher exists.
+    let ids = group_ids.clone().unwrap_or_default();
+    let (own_teacher, missing, foreign, teacher_exists): (
+        Option<Uuid>,
+        Vec<Uuid>,
+        Vec<Uuid>,
+        bool,
+    ) = sqlx::query_as(
+        "with me as (select id from teachers where user_id = $1)
+         select (select id from me),
+                coalesce((select array_agg(i order by i) from unnest($2::uuid[]) i
+                          where not exists (select 1 from study_groups g where g.id = i)), '{}'),
+                coalesce((select array_agg(g.id order by g.id) from study_groups g
+                          where g.id = any($2) and g.teacher_id is distinct from (select id from me)),
+                         '{}'),
+                $3::uuid is null or exists (select 1 from teachers where id = $3)",
+    )
+    .bind(user.id)
+    .bind(&ids)
+    .bind(body.teacher_id)
+    .fetch_one(&app.db)
+    .await?;
+
+    let mut teacher_id = body.teacher_id;
+    if !teacher_exists {
+        fields.insert("teacher_id".into(), "no such teacher".into());
+    }
+    if !missing.is_empty() {
+        fields.insert(
+            "group_ids".into(),
+            format!("no such groups: {}", join(&missing)),
+        );
+    }
+    if user.role == Role::Teacher {
+        let Some(own) = own_teacher else {
+            return Err(ApiError::Forbidden);
+        };
+        if teacher_id.is_some_and(|t| t != own) {
+            fields.insert(
+                "teacher_id".into(),
+                "teachers export their own groups only".into(),
+            );
+        }
+        teacher_id = Some(own);
+        if !foreign.is_empty() && missing.is_empty() {
+            fields.insert(
+                "group_ids".into(),
+                format!("not your groups: {}", join(&foreign)),
+            );
+        }
+    }
+    let Some(month) = month.filter(|_| fields.is_empty()) else {
+        return Err(ApiError::Validation(fields));
+    };
+
+    let job = TimesheetExport {
+        month: month.key(),
+        group_ids,
+        teacher_id,
+        requested_by: user.id,
+    };
+    let requester = jobs::Requester {
+        user_id: Some(user.id),
+        request_id: crate::routes::request_id(&headers),
+    };
+    let mut tx = app.db.begin().await?;
+    let enqueued = jobs::enqueue(&mut tx, &requester, &job).await?;
+    tx.commit().await?;
+    tracing::info!(job.id = %enqueued.job_id, deduplicated = enqueued.deduplicated, month = %job.month, "timesheet export requested");
+    Ok(Accepted::for_job(&enqueued))
+}
+
+fn join(ids: &[Uuid]) -> String {
+    ids.iter()
+        .map(Uuid::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_are_checked_against_a_window_around_today() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        assert!(check_month("2026-11", today).is_ok());
+        assert!(check_month("2026-12", today).is_ok());
+        assert!(check_month("2024-11", today).is_ok());
+        assert_eq!(
+            check_month("2027-01", today).unwrap_err(),
+            "at most 1 month ahead"
+        );
+        assert_eq!(
+            check_month("2024-10", today).unwrap_err(),
+            "at most 24 months back"
+        );
+        assert_eq!(
+            check_month("октябрь", today).unwrap_err(),
+            "a month as YYYY-MM"
+        );
+    }
+}
