@@ -227,7 +227,7 @@ async fn the_exported_timesheet_matches_the_attendance_cell_by_cell(db: PgPool) 
         .map(|d| serde_json::from_str::<Value>(d).unwrap()["progress"].clone())
         .collect();
     for (percent, message) in [
-        (10, "данные загружены: групп 1"),
+        (90, "записано групп: 1 из 1"),
         (90, "записано групп: 1 из 1; сжатие"),
     ] {
         assert!(
@@ -532,13 +532,14 @@ async fn teacher_linked(db: &PgPool, user: Uuid) -> Uuid {
 }
 
 #[sqlx::test(migrations = false)]
-async fn cancelling_a_running_export_stops_it_at_a_checkpoint_without_a_file(db: PgPool) {
+async fn cancelling_a_running_export_stops_it_between_groups_without_a_file(db: PgPool) {
     let app = TestApp::spawn(db.clone(), registry()).await;
     api::seed::seed_demo(&db).await.unwrap();
     let (_, manager) = app.user("manager").await;
     let month = Month::of(Utc::now().with_timezone(&shared::time::MOSCOW).date_naive());
-    // Hold the export inside its data load (deterministically mid-run) by locking a table it
-    // reads; cancel; let it go. It must stop at its next checkpoint, before writing a group.
+    // Hold the export inside its data load (deterministically running) by locking a table it
+    // reads; cancel; let it go. Its first checkpoint comes after the first group: it must stop
+    // there, between group 1 and group 2, whatever the timing.
     let mut lock = db.begin().await.unwrap();
     sqlx::query("lock table attendance in access exclusive mode")
         .execute(&mut *lock)
@@ -560,7 +561,7 @@ async fn cancelling_a_running_export_stops_it_at_a_checkpoint_without_a_file(db:
     assert_eq!(done["state"], "cancelled", "{done}");
     assert_eq!(done["progress"]["percent"], 10, "{done}");
     assert_eq!(
-        done["progress"]["message"], "данные загружены: групп 300",
+        done["progress"]["message"], "записано групп: 1 из 300",
         "{done}"
     );
     assert_eq!(done["artifact_url"], Value::Null);

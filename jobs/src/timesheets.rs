@@ -18,8 +18,9 @@
 //!
 //! The data comes in four queries whatever the number of groups; worksheets are written in
 //! rust_xlsxwriter's constant-memory mode (rows stream to a temp file), so memory stays bounded
-//! by one row plus the loaded data. Between groups the job reports progress at most every
-//! [`CHECKPOINT_EVERY`], which is also where a cancel request stops it (no artifact is stored).
+//! by one row plus the loaded data. Between groups — after the first, then at most every
+//! [`CHECKPOINT_EVERY`] — the job reports progress (10–90 %), which is also where a cancel
+//! request stops it (no artifact is stored); a last check follows the zip.
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
@@ -260,14 +261,13 @@ pub async fn timesheet_export(
         .ok_or_else(|| JobError::permanent(format!("month {:?} is not YYYY-MM", job.month)))?;
     let sheet = load(ctx.db(), month, job.group_ids.as_deref(), job.teacher_id).await?;
     let groups = sheet.groups.len();
-    ctx.progress(10, format!("данные загружены: групп {groups}"))
-        .await?;
 
     let mut writer = TimesheetWriter::new(&sheet).map_err(xlsx)?;
     let mut last = Instant::now();
     for (i, group) in sheet.groups.iter().enumerate() {
         writer.write_group(&sheet, group).map_err(xlsx)?;
-        if last.elapsed() >= CHECKPOINT_EVERY {
+        // After the first group (the first sign of life), then every CHECKPOINT_EVERY.
+        if i == 0 || last.elapsed() >= CHECKPOINT_EVERY {
             let percent = 10 + (80 * (i + 1) / groups.max(1)) as u8;
             ctx.progress(percent, format!("записано групп: {} из {groups}", i + 1))
                 .await?;
