@@ -80,3 +80,41 @@ pub fn registry() -> Registry {
         })
         .schedule("test_tick", "off", Tick {})
 }
+
+/// `n` study groups for scheduling benchmarks and tests, each with its own room and teacher
+/// and `members` active members; returns `(group, room, teacher)` ids.
+pub async fn plan_groups(
+    db: &sqlx::PgPool,
+    n: i32,
+    members: i32,
+) -> Result<Vec<(uuid::Uuid, uuid::Uuid, uuid::Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "with r as (
+             insert into rooms (name, capacity)
+             select 'Зал ' || i, 40 from generate_series(1, $1) i returning id, name
+         ), t as (
+             insert into teachers (full_name)
+             select 'Преподаватель ' || i from generate_series(1, $1) i returning id, full_name
+         ), pairs as (
+             select r.id as room_id, t.id as teacher_id
+             from (select id, row_number() over (order by name) n from r) r
+             join (select id, row_number() over (order by full_name) n from t) t using (n)
+         ), g as (
+             insert into study_groups (name, teacher_id, room_id, capacity)
+             select 'Группа ' || teacher_id, teacher_id, room_id, 40 from pairs
+             returning id, room_id, teacher_id
+         ), c as (
+             insert into clients (last_name, first_name)
+             select 'Ученик', g.id::text || '/' || k from g, generate_series(1, $2) k
+             returning id, first_name
+         ), m as (
+             insert into group_members (group_id, client_id, status)
+             select split_part(c.first_name, '/', 1)::uuid, c.id, 'active' from c
+         )
+         select id, room_id, teacher_id from g",
+    )
+    .bind(n)
+    .bind(members)
+    .fetch_all(db)
+    .await
+}

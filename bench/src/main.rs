@@ -22,16 +22,18 @@ use tokio::process::{Child, Command};
 
 mod api_bench;
 mod export_bench;
+mod schedule_bench;
 
 #[derive(Parser)]
 #[command(
     name = "artsvao-bench",
-    about = "ARTSVAO benchmarks: `queue` (default), `api` or `export`"
+    about = "ARTSVAO benchmarks: `queue` (default), `api`, `export` or `schedule`"
 )]
 struct Args {
     /// `queue`: drain and pickup of the job runtime; `api`: CRM list endpoints under load;
-    /// `export`: the timesheet export (writing alone, and the whole job in a worker process).
-    #[arg(default_value = "queue", value_parser = ["queue", "api", "export"])]
+    /// `export`: the timesheet export (writing alone, and the whole job in a worker process);
+    /// `schedule`: bulk scheduling against a loop of single-row inserts.
+    #[arg(default_value = "queue", value_parser = ["queue", "api", "export", "schedule"])]
     what: String,
     /// api: concurrent connections.
     #[arg(long, default_value_t = 50)]
@@ -250,10 +252,10 @@ async fn main() -> anyhow::Result<()> {
     let db = shared::db::connect(&config, "artsvao-bench").await?;
     jobs::engine::migrate(&db).await?;
     if args.what != "queue" {
-        let result = if args.what == "api" {
-            api_bench::run(&db, &url, args.concurrency, args.requests).await
-        } else {
-            export_bench::run(&db, &url).await
+        let result = match args.what.as_str() {
+            "api" => api_bench::run(&db, &url, args.concurrency, args.requests).await,
+            "export" => export_bench::run(&db, &url).await,
+            _ => schedule_bench::run(&db, &url).await,
         };
         db.close().await;
         drop_database(&args, &name).await?;

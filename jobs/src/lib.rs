@@ -12,6 +12,7 @@ pub mod error;
 pub mod ledger;
 pub mod limiter;
 pub mod maintenance;
+pub mod scheduling;
 pub mod subscriptions;
 pub mod timesheets;
 

@@ -3,8 +3,9 @@ use std::{future::Future, sync::Arc};
 
 use futures::future::BoxFuture;
 use jobs::{
-    enqueue::EnqueueError, maintenance::PruneJobs, subscriptions::EndSubscriptions,
-    timesheets::TimesheetExport, Enqueued, Job, JobContext, JobError, KindSpec, Requester,
+    enqueue::EnqueueError, maintenance::PruneJobs, scheduling::BulkSchedule,
+    subscriptions::EndSubscriptions, timesheets::TimesheetExport, Enqueued, Job, JobContext,
+    JobError, KindSpec, Requester,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -80,6 +81,8 @@ impl Registry {
             )
             // CPU-bound (xlsx writing and zip): one per process; scale with replicas.
             .register::<TimesheetExport, _, _, _>(1, jobs::timesheets::timesheet_export)
+            // One transaction each, set-based: one at a time per process is plenty.
+            .register::<BulkSchedule, _, _, _>(1, jobs::scheduling::bulk_schedule)
     }
 
     /// Adds a cron schedule `name` that enqueues `job` at every tick of `expr` (6 fields,

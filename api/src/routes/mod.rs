@@ -22,6 +22,7 @@ pub mod health;
 pub mod jobs;
 pub mod lessons;
 pub mod rentals;
+pub mod schedules;
 pub mod subscriptions;
 pub mod users;
 
@@ -218,6 +219,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(subscriptions::routes())
         .merge(rentals::routes())
         .merge(exports::routes())
+        .merge(schedules::routes())
         .split_for_parts()
 }
 

@@ -1,0 +1,190 @@
+//! Bulk scheduling as a job: the request checks the plan and enqueues `bulk_schedule`; the
+//! worker expands it and writes the lessons (see `jobs::scheduling`).
+use axum::{extract::State, http::HeaderMap, http::StatusCode, Json};
+use chrono::{NaiveDate, NaiveTime, Timelike};
+use jobs::scheduling::{BulkSchedule, Mode, PlanEntry};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    auth::CurrentUser,
+    error::{ApiError, AppJson, FieldErrors},
+    routes::{directory::WRITERS, jobs::Accepted},
+    state::AppState,
+};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(bulk))
+}
+
+/// Most entries in one plan.
+pub const MAX_ENTRIES: usize = 1000;
+/// Longest plan, in days (one year, a leap year included).
+pub const MAX_DAYS: i64 = 366;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    #[schema(value_type = String, example = "2026-09-01")]
+    from: NaiveDate,
+    #[schema(value_type = String, example = "2027-05-31")]
+    to: NaiveDate,
+    /// Dates to skip.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    holidays: Vec<NaiveDate>,
+    /// `all_or_nothing` (default) or `skip_conflicts`.
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    entries: Vec<EntryRequest>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntryRequest {
+    group_id: Uuid,
+    /// ISO weekdays, 1 = Monday … 7 = Sunday.
+    weekdays: Vec<i64>,
+    /// `HH:MM`, Moscow time.
+    #[schema(example = "18:30")]
+    start_time: String,
+    duration_min: i64,
+    room_id: Uuid,
+    teacher_id: Uuid,
+}
+
+/// Checks the plan's shape; returns the entries as the job takes them (ids not yet checked).
+fn check(req: &PlanRequest, fields: &mut FieldErrors) -> Vec<PlanEntry> {
+    if req.to < req.from {
+        fields.insert("to".into(), "must not be before from".into());
+    } else if (req.to - req.from).num_days() + 1 > MAX_DAYS {
+        fields.insert(
+            "to".into(),
+            format!("a plan covers at most {MAX_DAYS} days"),
+        );
+    }
+    if req
+        .mode
+        .as_deref()
+        .is_some_and(|m| !["all_or_nothing", "skip_conflicts"].contains(&m))
+    {
+        fields.insert("mode".into(), "all_or_nothing or skip_conflicts".into());
+    }
+    if req.entries.is_empty() {
+        fields.insert("entries".into(), "at least one entry".into());
+    } else if req.entries.len() > MAX_ENTRIES {
+        fields.insert("entries".into(), format!("at most {MAX_ENTRIES} entries"));
+    }
+    let mut out = Vec::with_capacity(req.entries.len());
+    for (i, e) in req.entries.iter().enumerate() {
+        let mut bad = |field: &str, problem: &str| {
+            fields.insert(format!("entries[{i}].{field}"), problem.to_string());
+        };
+        let mut weekdays: Vec<u8> = Vec::new();
+        if e.weekdays.is_empty() || e.weekdays.iter().any(|d| !(1..=7).contains(d)) {
+            bad("weekdays", "one or more of 1 (Monday) … 7 (Sunday)");
+        } else {
+            weekdays = e.weekdays.iter().map(|&d| d as u8).collect();
+            weekdays.sort_unstable();
+            weekdays.dedup();
+        }
+        let start = NaiveTime::parse_from_str(&e.start_time, "%H:%M").ok();
+        if start.is_none() {
+            bad("start_time", "HH:MM");
+        }
+        let minutes_left = start.map_or(24 * 60, |t| {
+            24 * 60 - i64::from(t.num_seconds_from_midnight() / 60)
+        });
+        if !(1..=12 * 60).contains(&e.duration_min) {
+            bad("duration_min", "between 1 and 720");
+        } else if e.duration_min > minutes_left {
+            bad("duration_min", "the lesson must end by midnight");
+        }
+        if let Some(start_time) = start {
+            out.push(PlanEntry {
+                group_id: e.group_id,
+                weekdays,
+                start_time,
+                duration_min: e.duration_min.clamp(1, 720) as u16,
+                room_id: e.room_id,
+                teacher_id: e.teacher_id,
+            });
+        }
+    }
+    out
+}
+
+/// Schedules weekly lessons for many groups over a period (at most a year, 1,000 entries) as a
+/// `bulk_schedule` job. The result lists `lessons_created`, `enrolments_created`, `clashes`,
+/// `holidays_skipped`.
+#[utoipa::path(
+    post,
+    path = "/api/schedules/bulk",
+    tag = "lessons",
+    request_body = PlanRequest,
+    responses((status = 202, description = "queued", body = Accepted), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named (entries[i].field)", body = crate::error::ErrorBody)),
+    security(("bearer" = [])),
+)]
+#[tracing::instrument(skip_all, fields(user.id = %user.id))]
+async fn bulk(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    AppJson(req): AppJson<PlanRequest>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    user.require(WRITERS)?;
+    let mut fields = FieldErrors::new();
+    let entries = check(&req, &mut fields);
+    if !fields.is_empty() {
+        return Err(ApiError::Validation(fields));
+    }
+    // One round trip: the index of every entry naming a missing group, room or teacher.
+    let missing: Vec<(i32, String)> = sqlx::query_as(
+        "select (e.i - 1)::int, f.field
+         from unnest($1::uuid[], $2::uuid[], $3::uuid[]) with ordinality as e(g, r, t, i)
+         cross join lateral (values
+             ('group_id', not exists (select 1 from study_groups where id = e.g)),
+             ('room_id', not exists (select 1 from rooms where id = e.r)),
+             ('teacher_id', not exists (select 1 from teachers where id = e.t))) as f(field, bad)
+         where f.bad
+         order by 1, 2",
+    )
+    .bind(entries.iter().map(|e| e.group_id).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.room_id).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.teacher_id).collect::<Vec<_>>())
+    .fetch_all(&app.db)
+    .await?;
+    for (i, field) in missing {
+        let what = field.trim_end_matches("_id");
+        fields.insert(format!("entries[{i}].{field}"), format!("no such {what}"));
+    }
+    if !fields.is_empty() {
+        return Err(ApiError::Validation(fields));
+    }
+
+    let job = BulkSchedule {
+        plan_id: Uuid::new_v4(),
+        from: req.from,
+        to: req.to,
+        holidays: req.holidays,
+        mode: match req.mode.as_deref() {
+            Some("skip_conflicts") => Mode::SkipConflicts,
+            _ => Mode::AllOrNothing,
+        },
+        dry_run: req.dry_run,
+        entries,
+    };
+    let requester = jobs::Requester {
+        user_id: Some(user.id),
+        request_id: crate::routes::request_id(&headers),
+    };
+    let mut tx = app.db.begin().await?;
+    let enqueued = jobs::enqueue(&mut tx, &requester, &job).await?;
+    tx.commit().await?;
+    tracing::info!(job.id = %enqueued.job_id, plan.id = %job.plan_id, entries = job.entries.len(), "bulk schedule requested");
+    Ok(Accepted::for_job(&enqueued))
+}
