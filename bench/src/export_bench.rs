@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{Datelike, Utc};
 use jobs::{
     timesheets::{self, Month, Timesheet, TimesheetExport},
-    Job, Requester,
+    Job,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -40,34 +40,6 @@ fn rss_mb(pid: u32) -> anyhow::Result<(f64, f64)> {
             / 1024.0
     };
     Ok((field("VmRSS:"), field("VmHWM:")))
-}
-
-/// Enqueues the export and waits for it; returns its run time (ledger) in ms.
-async fn run_job(db: &PgPool, job: &TimesheetExport) -> anyhow::Result<f64> {
-    let mut tx = db.begin().await?;
-    let id = jobs::enqueue(&mut tx, &Requester::system(), job)
-        .await?
-        .job_id;
-    tx.commit().await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let row: (String, Option<f64>, Option<String>) = sqlx::query_as(
-            "select state, extract(epoch from finished_at - started_at)::float8 * 1000, error
-             from job_runs where id = $1",
-        )
-        .bind(&id)
-        .fetch_one(db)
-        .await?;
-        match row {
-            (state, Some(ms), _) if state == "succeeded" => return Ok(ms),
-            (state, _, error) if state == "failed" || state == "cancelled" => {
-                anyhow::bail!("export {id} {state}: {error:?}")
-            }
-            _ => {}
-        }
-        anyhow::ensure!(Instant::now() < deadline, "export {id} did not finish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 struct Figures {
@@ -112,7 +84,7 @@ async fn measure(db: &PgPool, url: &str, sheet: &Timesheet) -> anyhow::Result<Fi
     };
     let mut job_all = Vec::new();
     for _ in 0..5 {
-        job_all.push(run_job(db, &all).await?);
+        job_all.push(crate::run_job(db, &all).await?.0);
     }
     let single = TimesheetExport {
         group_ids: Some(vec![sheet.groups[0].id]),
@@ -120,7 +92,7 @@ async fn measure(db: &PgPool, url: &str, sheet: &Timesheet) -> anyhow::Result<Fi
     };
     let mut job_one = Vec::new();
     for _ in 0..10 {
-        job_one.push(run_job(db, &single).await?);
+        job_one.push(crate::run_job(db, &single).await?.0);
     }
     let (_, peak_rss) = rss_mb(pid)?;
     workers.stop().await;

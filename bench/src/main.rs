@@ -148,6 +148,44 @@ mod reqwest_lite {
     }
 }
 
+/// Enqueues `job` and waits for it to succeed (5 minutes at most); returns its run time from
+/// the ledger (`started_at` → `finished_at`, in ms) and its result.
+pub(crate) async fn run_job<J: Job>(
+    db: &PgPool,
+    job: &J,
+) -> anyhow::Result<(f64, serde_json::Value)> {
+    let mut tx = db.begin().await?;
+    let id = jobs::enqueue(&mut tx, &Requester::system(), job)
+        .await?
+        .job_id;
+    tx.commit().await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let row: (
+            String,
+            Option<f64>,
+            Option<serde_json::Value>,
+            Option<String>,
+        ) = sqlx::query_as(
+            "select state, extract(epoch from finished_at - started_at)::float8 * 1000,
+                        result, error
+                 from job_runs where id = $1",
+        )
+        .bind(&id)
+        .fetch_one(db)
+        .await?;
+        match row {
+            (state, Some(ms), Some(result), _) if state == "succeeded" => return Ok((ms, result)),
+            (state, _, _, error) if state == "failed" || state == "cancelled" => {
+                anyhow::bail!("job {id} {state}: {error:?}")
+            }
+            _ => {}
+        }
+        anyhow::ensure!(Instant::now() < deadline, "job {id} did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn clear(db: &PgPool) -> anyhow::Result<()> {
     sqlx::query("truncate job_runs cascade").execute(db).await?;
     sqlx::query("delete from apalis.jobs").execute(db).await?;

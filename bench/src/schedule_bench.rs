@@ -3,12 +3,12 @@
 //! `bulk_schedule` job in a worker process (run time from the ledger), against the audit's
 //! approach in the same run: a loop of single-row inserts (a lesson, then its members one by
 //! one), in one transaction.
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{Datelike, NaiveDate, NaiveTime};
 use jobs::{
     scheduling::{BulkSchedule, Mode, PlanEntry},
-    Job, Requester,
+    Job,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -17,39 +17,6 @@ use crate::Workers;
 
 const GROUPS: i32 = 100;
 const MEMBERS: i32 = 25;
-
-async fn run_job(db: &PgPool, plan: &BulkSchedule) -> anyhow::Result<(f64, serde_json::Value)> {
-    let mut tx = db.begin().await?;
-    let id = jobs::enqueue(&mut tx, &Requester::system(), plan)
-        .await?
-        .job_id;
-    tx.commit().await?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let row: (
-            String,
-            Option<f64>,
-            Option<serde_json::Value>,
-            Option<String>,
-        ) = sqlx::query_as(
-            "select state, extract(epoch from finished_at - started_at)::float8 * 1000,
-                        result, error
-                 from job_runs where id = $1",
-        )
-        .bind(&id)
-        .fetch_one(db)
-        .await?;
-        match row {
-            (state, Some(ms), Some(result), _) if state == "succeeded" => return Ok((ms, result)),
-            (state, _, _, error) if state == "failed" || state == "cancelled" => {
-                anyhow::bail!("plan {id} {state}: {error:?}")
-            }
-            _ => {}
-        }
-        anyhow::ensure!(Instant::now() < deadline, "plan {id} did not finish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// The audit's way: one INSERT per lesson, then one INSERT per member of it.
 async fn loop_inserts(db: &PgPool, plan: &BulkSchedule) -> anyhow::Result<(f64, i64, i64)> {
@@ -154,7 +121,7 @@ pub async fn run(db: &PgPool, url: &str) -> anyhow::Result<()> {
     let mut job_ms = Vec::new();
     let mut result = serde_json::Value::Null;
     for _ in 0..3 {
-        let (ms, r) = run_job(
+        let (ms, r) = crate::run_job(
             db,
             &BulkSchedule {
                 plan_id: Uuid::new_v4(),

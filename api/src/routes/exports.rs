@@ -11,7 +11,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     auth::{CurrentUser, Role},
     error::{ApiError, AppJson, FieldErrors},
-    routes::jobs::Accepted,
+    routes::jobs::{enqueue_for, Accepted},
     state::AppState,
 };
 
@@ -151,13 +151,7 @@ async fn timesheets(
         teacher_id,
         requested_by: user.id,
     };
-    let requester = jobs::Requester {
-        user_id: Some(user.id),
-        request_id: crate::routes::request_id(&headers),
-    };
-    let mut tx = app.db.begin().await?;
-    let enqueued = jobs::enqueue(&mut tx, &requester, &job).await?;
-    tx.commit().await?;
+    let enqueued = enqueue_for(&app, &user, &headers, &job).await?;
     tracing::info!(job.id = %enqueued.job_id, deduplicated = enqueued.deduplicated, month = %job.month, "timesheet export requested");
     Ok(Accepted::for_job(&enqueued))
 }

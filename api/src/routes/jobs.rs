@@ -53,6 +53,25 @@ impl Accepted {
     }
 }
 
+/// Enqueues a job that needs no rows of its own, for the caller (owner) with the request's id,
+/// in a transaction of its own (ledger and engine rows together). Endpoints that also write
+/// rows call `jobs::enqueue` inside their own transaction instead.
+pub async fn enqueue_for<J: jobs::Job>(
+    app: &AppState,
+    user: &CurrentUser,
+    headers: &axum::http::HeaderMap,
+    job: &J,
+) -> Result<jobs::Enqueued, ApiError> {
+    let requester = jobs::Requester {
+        user_id: Some(user.id),
+        request_id: crate::routes::request_id(headers),
+    };
+    let mut tx = app.db.begin().await?;
+    let enqueued = jobs::enqueue(&mut tx, &requester, job).await?;
+    tx.commit().await?;
+    Ok(enqueued)
+}
+
 pub fn status_url(id: &str) -> String {
     format!("/api/jobs/{id}")
 }

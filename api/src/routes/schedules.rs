@@ -11,7 +11,10 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     auth::CurrentUser,
     error::{ApiError, AppJson, FieldErrors},
-    routes::{directory::WRITERS, jobs::Accepted},
+    routes::{
+        directory::WRITERS,
+        jobs::{enqueue_for, Accepted},
+    },
     state::AppState,
 };
 
@@ -178,13 +181,7 @@ async fn bulk(
         dry_run: req.dry_run,
         entries,
     };
-    let requester = jobs::Requester {
-        user_id: Some(user.id),
-        request_id: crate::routes::request_id(&headers),
-    };
-    let mut tx = app.db.begin().await?;
-    let enqueued = jobs::enqueue(&mut tx, &requester, &job).await?;
-    tx.commit().await?;
+    let enqueued = enqueue_for(&app, &user, &headers, &job).await?;
     tracing::info!(job.id = %enqueued.job_id, plan.id = %job.plan_id, entries = job.entries.len(), "bulk schedule requested");
     Ok(Accepted::for_job(&enqueued))
 }
