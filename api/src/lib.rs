@@ -7,7 +7,7 @@ use shared::config::{DbConfig, LogConfig};
 use tokio_util::sync::CancellationToken;
 
 pub mod auth;
-pub mod error;
+pub mod http;
 pub mod rate_limit;
 pub mod routes;
 pub mod seed;

@@ -18,7 +18,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{auth::bearer, error::ApiError, state::AppState};
+use crate::{auth::bearer, http::ApiError, state::AppState};
 
 /// `count` requests per `period` with bursts up to `count`.
 #[derive(Debug, Clone, Copy)]

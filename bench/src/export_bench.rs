@@ -9,12 +9,11 @@
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike, Utc};
-use jobs::{
-    timesheets::{self, Month, Timesheet, TimesheetExport},
-    Job,
-};
+use jobs::{kinds::exports::TimesheetExport, Job};
+use shared::time::Month;
 use sqlx::PgPool;
 use uuid::Uuid;
+use worker::handlers::timesheet_export::{self as timesheets, Timesheet};
 
 use crate::Workers;
 
@@ -77,7 +76,7 @@ async fn measure(db: &PgPool, url: &str, sheet: &Timesheet) -> anyhow::Result<Fi
         .ok_or_else(|| anyhow::anyhow!("worker pid"))?;
     let (idle_rss, _) = rss_mb(pid)?;
     let all = TimesheetExport {
-        month: sheet.month.key(),
+        month: sheet.month,
         group_ids: None,
         teacher_id: None,
         requested_by: Uuid::nil(),

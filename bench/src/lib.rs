@@ -57,7 +57,7 @@ impl Job for Tick {
 
 /// Production kinds and schedules plus the test kinds; `test_tick` schedule off by default.
 pub fn registry() -> Registry {
-    Registry::production(jobs::maintenance::DEFAULT_RETENTION_DAYS)
+    Registry::production(jobs::kinds::maintenance::DEFAULT_RETENTION_DAYS)
         .register::<Noop, _, _, _>(200, |_job, _ctx: JobContext| async move {
             Ok::<Value, JobError>(json!({ "started_us": now_us() }))
         })

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use chrono::{Datelike, NaiveDate, NaiveTime};
 use jobs::{
-    scheduling::{BulkSchedule, Mode, PlanEntry},
+    kinds::scheduling::{BulkSchedule, Mode, PlanEntry},
     Job,
 };
 use sqlx::PgPool;

@@ -3,7 +3,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{limiter::Limiter, JobError};
+use crate::{ledger, limiter::Limiter, JobError};
 
 /// Handed to every handler invocation. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -60,18 +60,8 @@ impl JobContext {
     /// cancellation checkpoint: when a cancel was requested it returns `JobError::Cancelled`,
     /// which the handler propagates with `?`.
     pub async fn progress(&self, percent: u8, message: impl Into<String>) -> Result<(), JobError> {
-        let cancel: Option<bool> = sqlx::query_scalar(
-            "update job_runs set progress_percent = $2, progress_message = $3, updated_at = now()
-             where id = $1 and state = 'running' and attempts = $4
-             returning cancel_requested",
-        )
-        .bind(&self.id)
-        .bind(i16::from(percent.min(100)))
-        .bind(message.into())
-        .bind(self.attempt as i32)
-        .fetch_optional(&self.db)
-        .await?;
-        match cancel {
+        let message = message.into();
+        match ledger::progress(&self.db, &self.id, self.attempt, percent, &message).await? {
             Some(true) => Err(JobError::Cancelled),
             _ => Ok(()),
         }
@@ -79,12 +69,7 @@ impl JobContext {
 
     /// Whether someone asked to cancel this job (a cheap primary-key read).
     pub async fn is_cancel_requested(&self) -> Result<bool, JobError> {
-        let cancel: Option<bool> =
-            sqlx::query_scalar("select cancel_requested from job_runs where id = $1")
-                .bind(&self.id)
-                .fetch_optional(&self.db)
-                .await?;
-        Ok(cancel.unwrap_or(false))
+        Ok(ledger::cancel_requested(&self.db, &self.id).await?)
     }
 
     /// `Err(JobError::Cancelled)` when a cancel was requested: `ctx.check_cancelled().await?`.
@@ -103,18 +88,7 @@ impl JobContext {
         content_type: &str,
         bytes: Vec<u8>,
     ) -> Result<(), JobError> {
-        sqlx::query(
-            "insert into artifacts (job_id, file_name, content_type, bytes) values ($1, $2, $3, $4)
-             on conflict (job_id) do update
-             set file_name = excluded.file_name, content_type = excluded.content_type,
-                 bytes = excluded.bytes, created_at = now()",
-        )
-        .bind(&self.id)
-        .bind(file_name)
-        .bind(content_type)
-        .bind(bytes)
-        .execute(&self.db)
-        .await?;
+        ledger::store_artifact(&self.db, &self.id, file_name, content_type, bytes).await?;
         Ok(())
     }
 }

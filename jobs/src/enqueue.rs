@@ -4,7 +4,7 @@ use sqlx::PgConnection;
 use ulid::Ulid;
 use uuid::Uuid;
 
-use crate::{engine, Job};
+use crate::{engine, ledger, Job};
 
 /// Who asked for the work: recorded in the ledger (job ownership) and logged with the job.
 #[derive(Debug, Clone, Default)]
@@ -64,34 +64,12 @@ pub async fn enqueue_many<J: Job>(
         .map(serde_json::to_vec)
         .collect::<Result<Vec<_>, _>>()?;
 
-    let inserted: Vec<String> = sqlx::query_scalar(
-        "insert into job_runs (id, kind, max_attempts, requested_by, request_id, dedup_key)
-         select id, $2, $3, $4, $5, key from unnest($1::text[], $6::text[]) as t(id, key)
-         on conflict (kind, dedup_key) where dedup_key is not null and state in ('queued', 'running')
-         do nothing
-         returning id",
-    )
-    .bind(&ids)
-    .bind(J::KIND)
-    .bind(J::MAX_ATTEMPTS as i32)
-    .bind(requester.user_id)
-    .bind(&requester.request_id)
-    .bind(&keys)
-    .fetch_all(&mut *conn)
-    .await?;
-
+    let inserted = ledger::insert(conn, J::KIND, J::MAX_ATTEMPTS, requester, &ids, &keys).await?;
     let all_new = inserted.len() == ids.len();
     let mut existing_by_key = std::collections::HashMap::new();
     if !all_new {
         let wanted: Vec<String> = keys.iter().flatten().cloned().collect();
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "select dedup_key, id from job_runs
-             where kind = $1 and dedup_key = any($2) and state in ('queued', 'running')",
-        )
-        .bind(J::KIND)
-        .bind(&wanted)
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = ledger::open_by_dedup_key(conn, J::KIND, &wanted).await?;
         existing_by_key.extend(rows);
     }
     let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();

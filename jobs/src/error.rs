@@ -51,3 +51,15 @@ impl From<sqlx::Error> for JobError {
         Self::transient(format!("database error: {error}"))
     }
 }
+
+impl From<shared::domain::DomainError> for JobError {
+    /// A rule that refuses will refuse again: permanent, with the rule's words. The database
+    /// is classified as above.
+    fn from(error: shared::domain::DomainError) -> Self {
+        use shared::domain::DomainError as D;
+        match error {
+            D::Database(db) => db.into(),
+            other => Self::Permanent(other.to_string()),
+        }
+    }
+}

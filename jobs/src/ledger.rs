@@ -1,9 +1,19 @@
-//! Reading the `job_runs` ledger: what `GET /api/jobs…` shows. Visibility is decided here: a
-//! `viewer` of `None` is an admin (sees every job), `Some(user)` sees only their own.
+//! The `job_runs` ledger: every read and write of a job's row, its events and its artifact.
+//! What `GET /api/jobs…` shows comes from here; the runtime's transitions (claim, complete,
+//! reclaim, cancel) are single statements assembled here from the engine's halves in
+//! [`crate::engine::sql`], so the ledger costs no extra round trip.
+//!
+//! Visibility: a `viewer` of `None` is an admin (sees every job), `Some(user)` sees only their
+//! own.
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgPool;
+use shared::domain::page::{self, Cte, Page, PageRequest};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
+
+use crate::{engine::sql, enqueue::Requester};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRun {
@@ -31,13 +41,64 @@ impl JobRun {
     }
 }
 
+/// The states a job moves through.
+pub const STATES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
+
 const COLUMNS: &str = "r.id, r.kind, r.state, r.attempts, r.max_attempts, r.progress_percent,
     r.progress_message, r.result, r.error, r.requested_by, r.cancel_requested, r.run_after,
     r.created_at, r.started_at, r.finished_at,
     exists (select 1 from artifacts a where a.job_id = r.id) as has_artifact";
 
+// ----- enqueue -----
+
+/// Inserts ledger rows for new jobs of `kind` (ids and dedup keys pairwise) in the caller's
+/// transaction; returns the ids inserted — a job whose dedup key matches a queued or running
+/// job of the kind is not.
+pub(crate) async fn insert(
+    conn: &mut PgConnection,
+    kind: &str,
+    max_attempts: u32,
+    requester: &Requester,
+    ids: &[String],
+    keys: &[Option<String>],
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "insert into job_runs (id, kind, max_attempts, requested_by, request_id, dedup_key)
+         select id, $2, $3, $4, $5, key from unnest($1::text[], $6::text[]) as t(id, key)
+         on conflict (kind, dedup_key) where dedup_key is not null and state in ('queued', 'running')
+         do nothing
+         returning id",
+    )
+    .bind(ids)
+    .bind(kind)
+    .bind(max_attempts as i32)
+    .bind(requester.user_id)
+    .bind(&requester.request_id)
+    .bind(keys)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// `(dedup key, job id)` of the queued or running jobs of `kind` holding these keys.
+pub(crate) async fn open_by_dedup_key(
+    conn: &mut PgConnection,
+    kind: &str,
+    keys: &[String],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "select dedup_key, id from job_runs
+         where kind = $1 and dedup_key = any($2) and state in ('queued', 'running')",
+    )
+    .bind(kind)
+    .bind(keys)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+// ----- reads -----
+
 pub async fn get(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     id: &str,
     viewer: Option<Uuid>,
 ) -> Result<Option<JobRun>, sqlx::Error> {
@@ -47,7 +108,7 @@ pub async fn get(
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .bind(viewer)
-        .fetch_optional(pool)
+        .fetch_optional(db)
         .await
 }
 
@@ -55,57 +116,29 @@ pub async fn get(
 pub struct ListFilter {
     pub kind: Option<String>,
     pub state: Option<String>,
-    pub limit: i64,
-    pub offset: i64,
 }
 
 /// One page, newest first, and the total matching count.
 pub async fn list(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     viewer: Option<Uuid>,
     filter: &ListFilter,
-) -> Result<(Vec<JobRun>, i64), sqlx::Error> {
-    let sql = format!(
-        "with matching as (
-             select r.id from job_runs r
-             where ($1::uuid is null or r.requested_by = $1)
-               and ($2::text is null or r.kind = $2) and ($3::text is null or r.state = $3)
-         )
-         select (select count(*) from matching) as total, page.*
-         from (select {COLUMNS} from job_runs r join matching m on m.id = r.id
-               order by r.created_at desc, r.id desc limit $4 offset $5) page
-         right join (select 1) one on true"
-    );
-    let rows: Vec<ListRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(viewer)
-        .bind(&filter.kind)
-        .bind(&filter.state)
-        .bind(filter.limit)
-        .bind(filter.offset)
-        .fetch_all(pool)
-        .await?;
-    let total = rows.first().map(|r| r.total).unwrap_or(0);
-    let items = rows.into_iter().filter_map(|r| r.run).collect();
-    Ok((items, total))
-}
-
-/// A page row: the total repeats on each row; an empty page still yields one row (no job).
-struct ListRow {
-    total: i64,
-    run: Option<JobRun>,
-}
-
-impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ListRow {
-    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
-        use sqlx::Row;
-        let total: i64 = row.try_get("total")?;
-        let id: Option<String> = row.try_get("id")?;
-        let run = match id {
-            Some(_) => Some(JobRun::from_row(row)?),
-            None => None,
-        };
-        Ok(Self { total, run })
-    }
+    page: PageRequest,
+) -> Result<Page<JobRun>, sqlx::Error> {
+    let query = sqlx::query(page::page_sql(
+        "select * from job_runs r
+         where ($1::uuid is null or r.requested_by = $1)
+           and ($2::text is null or r.kind = $2) and ($3::text is null or r.state = $3)",
+        Cte::Inline,
+        "r",
+        COLUMNS,
+        "r.created_at desc, r.id desc",
+        4,
+    ))
+    .bind(viewer)
+    .bind(&filter.kind)
+    .bind(&filter.state);
+    page::fetch(db, query, page).await
 }
 
 /// One recorded change of a job (state, attempts or progress), in order.
@@ -121,7 +154,7 @@ pub struct JobEvent {
 }
 
 pub async fn events_after(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     job_id: &str,
     after: i64,
 ) -> Result<Vec<JobEvent>, sqlx::Error> {
@@ -131,7 +164,7 @@ pub async fn events_after(
     )
     .bind(job_id)
     .bind(after)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }
 
@@ -143,7 +176,7 @@ pub struct Artifact {
 }
 
 pub async fn artifact(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     job_id: &str,
     viewer: Option<Uuid>,
 ) -> Result<Option<Artifact>, sqlx::Error> {
@@ -153,6 +186,430 @@ pub async fn artifact(
     )
     .bind(job_id)
     .bind(viewer)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
+}
+
+// ----- what a running job writes -----
+
+/// Records progress of attempt `attempt`; returns whether a cancel was requested, or `None`
+/// when the job is no longer running under that attempt.
+pub async fn progress(
+    db: impl PgExecutor<'_>,
+    id: &str,
+    attempt: u32,
+    percent: u8,
+    message: &str,
+) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar(
+        "update job_runs set progress_percent = $2, progress_message = $3, updated_at = now()
+         where id = $1 and state = 'running' and attempts = $4
+         returning cancel_requested",
+    )
+    .bind(id)
+    .bind(i16::from(percent.min(100)))
+    .bind(message)
+    .bind(attempt as i32)
+    .fetch_optional(db)
+    .await
+}
+
+/// Whether someone asked to cancel the job (a primary-key read).
+pub async fn cancel_requested(db: impl PgExecutor<'_>, id: &str) -> Result<bool, sqlx::Error> {
+    let cancel: Option<bool> =
+        sqlx::query_scalar("select cancel_requested from job_runs where id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
+    Ok(cancel.unwrap_or(false))
+}
+
+/// Stores the job's downloadable file (one per job; a retry replaces it).
+pub async fn store_artifact(
+    db: impl PgExecutor<'_>,
+    id: &str,
+    file_name: &str,
+    content_type: &str,
+    bytes: Vec<u8>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into artifacts (job_id, file_name, content_type, bytes) values ($1, $2, $3, $4)
+         on conflict (job_id) do update
+         set file_name = excluded.file_name, content_type = excluded.content_type,
+             bytes = excluded.bytes, created_at = now()",
+    )
+    .bind(id)
+    .bind(file_name)
+    .bind(content_type)
+    .bind(bytes)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+// ----- the runtime's transitions -----
+
+/// A job claimed by a worker for one attempt.
+#[derive(Debug)]
+pub struct Claimed {
+    pub id: String,
+    pub payload: Vec<u8>,
+    /// 1-based number of this attempt (crashed attempts count).
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub cancel_requested: bool,
+    pub requested_by: Option<Uuid>,
+    pub request_id: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    from_engine: bool,
+    id: String,
+    payload: Option<Vec<u8>>,
+    attempt: i32,
+    max_attempts: i32,
+    cancel_requested: bool,
+    requested_by: Option<Uuid>,
+    request_id: Option<String>,
+    run_at: Option<DateTime<Utc>>,
+}
+
+/// Claims up to `limit` due jobs of `kind` for `worker` (`FOR UPDATE SKIP LOCKED`), marks them
+/// running in the engine and the ledger, in one statement.
+pub async fn claim(
+    pool: &PgPool,
+    worker: &str,
+    kind: &str,
+    limit: usize,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    claim_where(pool, worker, kind, limit, None).await
+}
+
+/// Claims the job `id` of `kind` for `worker` if it is due (tests run one handler this way).
+pub async fn claim_one(
+    pool: &PgPool,
+    worker: &str,
+    kind: &str,
+    id: &str,
+) -> Result<Option<Claimed>, sqlx::Error> {
+    Ok(claim_where(pool, worker, kind, 1, Some(id)).await?.pop())
+}
+
+async fn claim_where(
+    pool: &PgPool,
+    worker: &str,
+    kind: &str,
+    limit: usize,
+    only: Option<&str>,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    // Engine rows and ledger rows come back as separate rows of one result (`from_engine`)
+    // and are merged here: joining the two CTEs made the planner rescan one per row.
+    let statement = format!(
+        "with {claim}, ledger as (
+             update job_runs r
+             set state = 'running', attempts = c.attempts, started_at = coalesce(r.started_at, now()),
+                 run_after = null, updated_at = now()
+             from claimed c
+             where r.id = c.id and r.state <> 'cancelled'
+             returning r.id, r.cancel_requested, r.requested_by, r.request_id
+         )
+         select true as from_engine, c.id, c.job as payload, c.attempts as attempt, c.max_attempts,
+                false as cancel_requested, null::uuid as requested_by, null::text as request_id,
+                c.run_at
+         from claimed c
+         union all
+         select false, l.id, null, 0, 0, l.cancel_requested, l.requested_by, l.request_id, null
+         from ledger l",
+        claim = sql::CLAIM
+    );
+    let rows: Vec<ClaimRow> = sqlx::query_as(sqlx::AssertSqlSafe(statement))
+        .bind(worker)
+        .bind(kind)
+        .bind(limit as i64)
+        .bind(only)
+        .fetch_all(pool)
+        .await?;
+    let mut ledger: std::collections::HashMap<String, ClaimRow> = std::collections::HashMap::new();
+    let mut engine = Vec::with_capacity(rows.len() / 2);
+    for row in rows {
+        if row.from_engine {
+            engine.push(row);
+        } else {
+            ledger.insert(row.id.clone(), row);
+        }
+    }
+    engine.sort_by_key(|r| r.run_at);
+    Ok(engine
+        .into_iter()
+        .map(|e| {
+            let l = ledger.remove(&e.id);
+            Claimed {
+                payload: e.payload.unwrap_or_default(),
+                attempt: e.attempt,
+                max_attempts: e.max_attempts,
+                // No ledger row to run under (cancelled meanwhile): treat as cancelled.
+                cancel_requested: l.as_ref().is_none_or(|l| l.cancel_requested),
+                requested_by: l.as_ref().and_then(|l| l.requested_by),
+                request_id: l.and_then(|l| l.request_id),
+                id: e.id,
+            }
+        })
+        .collect())
+}
+
+/// How one attempt ended, as the runtime reports it to [`complete`].
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Succeeded(Value),
+    /// Run again after `delay`; the ledger shows `queued` with the error and `run_after`.
+    Retry {
+        error: String,
+        delay: Duration,
+    },
+    Failed(String),
+    Cancelled,
+    /// Not run to the end through no fault of the job (shutdown): back to the queue, the
+    /// attempt not counted.
+    Released,
+}
+
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub id: String,
+    /// The attempt that ended: with the lease owner it fences late reports (a re-queued job
+    /// claimed again by the same process is a new attempt).
+    pub attempt: i32,
+    pub outcome: Outcome,
+}
+
+/// Records many outcomes of one worker process in one statement. Rows whose lease the process
+/// no longer holds (re-queued after a lost heartbeat) are left alone: the other run owns them.
+/// Returns the ids that were recorded.
+pub async fn complete(
+    pool: &PgPool,
+    process: &str,
+    completions: &[Completion],
+) -> Result<Vec<String>, sqlx::Error> {
+    let n = completions.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut outcomes = Vec::with_capacity(n);
+    let mut results: Vec<Option<Value>> = Vec::with_capacity(n);
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut delays = Vec::with_capacity(n);
+    let mut attempts = Vec::with_capacity(n);
+    for c in completions {
+        ids.push(c.id.clone());
+        attempts.push(c.attempt);
+        let (name, result, error, delay) = match &c.outcome {
+            Outcome::Succeeded(v) => ("succeeded", Some(v.clone()), None, 0i64),
+            Outcome::Retry { error, delay } => {
+                ("retry", None, Some(error.clone()), delay.as_millis() as i64)
+            }
+            Outcome::Failed(e) => ("failed", None, Some(e.clone()), 0),
+            Outcome::Cancelled => ("cancelled", None, Some("cancelled by request".into()), 0),
+            Outcome::Released => ("released", None, None, 0),
+        };
+        outcomes.push(name);
+        results.push(result);
+        errors.push(error);
+        delays.push(delay);
+    }
+    let statement = format!(
+        "with {eng}
+         update job_runs r
+         set state = case eng.outcome when 'succeeded' then 'succeeded' when 'retry' then 'queued'
+                                      when 'released' then 'queued' when 'cancelled' then 'cancelled'
+                                      else 'failed' end,
+             attempts = eng.attempts,
+             result = eng.result,
+             error = case when eng.outcome = 'released' then r.error else eng.error end,
+             progress_percent = case when eng.outcome = 'succeeded' then 100 else r.progress_percent end,
+             run_after = case when eng.outcome = 'retry' then eng.run_at else null end,
+             finished_at = case when eng.outcome in ('retry', 'released') then null else now() end,
+             updated_at = now()
+         from eng
+         where r.id = eng.id
+         returning r.id",
+        eng = sql::COMPLETE
+    );
+    sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
+        .bind(&ids)
+        .bind(&outcomes)
+        .bind(&results)
+        .bind(&errors)
+        .bind(&delays)
+        .bind(process)
+        .bind(&attempts)
+        .fetch_all(pool)
+        .await
+}
+
+/// Puts back in the queue (1) the jobs held by workers unseen for `dead_after` (crashed or
+/// partitioned processes) and (2) the jobs of the given kinds still marked running longer than
+/// their limit although their worker is alive (a lost outcome, a wedged attempt: the sweeper).
+/// The attempt they were on stays counted; a late report from the old attempt is fenced off by
+/// [`complete`]. Returns the ids with the reason.
+pub async fn reclaim_orphans(
+    pool: &PgPool,
+    dead_after: Duration,
+    stuck_after: &[(&str, Duration)],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let kinds: Vec<&str> = stuck_after.iter().map(|(k, _)| *k).collect();
+    let limits: Vec<i64> = stuck_after
+        .iter()
+        .map(|(_, d)| d.as_millis() as i64)
+        .collect();
+    let statement = format!(
+        "with {reclaim}
+         update job_runs r
+         set state = 'queued', error = q.reason || ' during attempt ' || r.attempts || '; re-queued',
+             updated_at = now()
+         from requeued q where r.id = q.id and r.state = 'running'
+         returning r.id, q.reason",
+        reclaim = sql::RECLAIM
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(statement))
+        .bind(format!("{} milliseconds", dead_after.as_millis()))
+        .bind(&kinds)
+        .bind(&limits)
+        .fetch_all(pool)
+        .await
+}
+
+/// Cancels a job for `user` (`None` = admin, any job). A queued job is cancelled at once; a
+/// running one gets its cancel flag set and ends `cancelled` at its next checkpoint.
+/// Returns the state after the request, or `None` when the job is not visible.
+pub async fn cancel(
+    pool: &PgPool,
+    id: &str,
+    user: Option<Uuid>,
+) -> Result<Option<String>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let state: Option<String> = sqlx::query_scalar(
+        "update job_runs set cancel_requested = true, updated_at = now()
+         where id = $1 and ($2::uuid is null or requested_by = $2)
+         returning state",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(mut state) = state else {
+        return Ok(None);
+    };
+    if state == "queued" {
+        // Only if no worker holds it: otherwise it is running and sees the flag.
+        let killed = sqlx::query(sql::KILL_QUEUED)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if killed.rows_affected() == 1 {
+            sqlx::query(
+                "update job_runs set state = 'cancelled', finished_at = now(), run_after = null,
+                     error = 'cancelled by request', updated_at = now()
+                 where id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            state = "cancelled".into();
+        }
+    }
+    tx.commit().await?;
+    Ok(Some(state))
+}
+
+// ----- retention -----
+
+/// Finished jobs older than `days` days, up to `batch` per call: the ledger row, its events
+/// and its artifact, with the engine row, in one statement through the `finished_at` index
+/// (`FOR UPDATE SKIP LOCKED`: queued and running jobs are never touched). Returns how many.
+pub async fn prune_finished(pool: &PgPool, days: i32, batch: i64) -> Result<i64, sqlx::Error> {
+    let statement = format!(
+        "with doomed as (
+             select id from job_runs
+             where finished_at < now() - $1 * interval '1 day'
+               and state in ('succeeded', 'failed', 'cancelled')
+             order by finished_at
+             limit $2
+             for update skip locked
+         ), engine as ({delete}), events as (
+             delete from job_events e using doomed d where e.job_id = d.id
+         ), ledger as (
+             delete from job_runs r using doomed d where r.id = d.id returning r.id
+         )
+         select count(*) from ledger",
+        delete = sql::delete_ids("doomed")
+    );
+    sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
+        .bind(days)
+        .bind(batch)
+        .fetch_one(pool)
+        .await
+}
+
+/// How many finished jobs [`prune_finished`] would remove.
+pub async fn count_finished(pool: &PgPool, days: i32) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select count(*) from job_runs
+         where finished_at < now() - $1 * interval '1 day'
+           and state in ('succeeded', 'failed', 'cancelled')",
+    )
+    .bind(days)
+    .fetch_one(pool)
+    .await
+}
+
+/// Finished engine rows without a ledger row older than `days` (none are created that way,
+/// but never keep them forever), up to `batch` per call.
+pub async fn prune_engine_orphans(
+    pool: &PgPool,
+    days: i32,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let statement = format!(
+        "with {orphans} {delete}",
+        orphans = sql::finished_orphans("exists (select 1 from job_runs r where r.id = j.id)"),
+        delete = sql::delete_ids("orphans")
+    );
+    Ok(sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(days)
+        .bind(batch)
+        .execute(pool)
+        .await?
+        .rows_affected())
+}
+
+// ----- gauges -----
+
+/// Queue depth and age of the oldest due job, per kind (for `/metrics`).
+#[derive(Debug, sqlx::FromRow)]
+pub struct QueueStats {
+    pub kind: String,
+    pub queued: i64,
+    pub oldest_age_seconds: f64,
+}
+
+pub async fn queue_stats(db: impl PgExecutor<'_>) -> Result<Vec<QueueStats>, sqlx::Error> {
+    sqlx::query_as(
+        "select kind, count(*) as queued,
+                coalesce(extract(epoch from now() - min(coalesce(run_after, created_at))
+                    filter (where coalesce(run_after, created_at) <= now()))::float8, 0)
+                    as oldest_age_seconds
+         from job_runs where state = 'queued' group by kind order by kind",
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Refreshes the queue gauges (depth and oldest due age per kind) from the ledger; called on
+/// each `/metrics` scrape of the api and the worker.
+pub async fn record_queue_gauges(db: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
+    for s in queue_stats(db).await? {
+        metrics::gauge!("jobs_queued", "kind" => s.kind.clone()).set(s.queued as f64);
+        metrics::gauge!("jobs_oldest_queued_age_seconds", "kind" => s.kind)
+            .set(s.oldest_age_seconds);
+    }
+    Ok(())
 }

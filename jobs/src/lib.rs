@@ -1,6 +1,7 @@
-//! The contract between the api and the worker: what a job is, how it is enqueued (inside the
-//! caller's transaction), how its state is read (the `job_runs` ledger), and the queue engine
-//! boundary. Job handlers' business logic lives in submodules named after each job kind.
+//! The contract between the api and the worker: what a job is and every kind's payload
+//! (`kinds`), how it is enqueued (inside the caller's transaction), the `job_runs` ledger (all
+//! its reads and writes), the queue engine boundary and the global rate limiter. Nothing here
+//! renders a file or calls a service: that is the worker's `handlers`.
 use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -9,12 +10,10 @@ pub mod context;
 pub mod engine;
 pub mod enqueue;
 pub mod error;
+pub mod kinds;
 pub mod ledger;
 pub mod limiter;
-pub mod maintenance;
-pub mod scheduling;
-pub mod subscriptions;
-pub mod timesheets;
+pub mod testing;
 
 pub use context::JobContext;
 pub use enqueue::{enqueue, enqueue_many, Enqueued, Requester};

@@ -1,7 +1,9 @@
 //! Code both the api and the worker need: configuration, the database pool and migrations,
-//! telemetry, shutdown signals and the metrics recorder.
+//! telemetry, shutdown signals, the metrics recorder, the Moscow calendar, and the CRM domain
+//! (rules and their SQL).
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;

@@ -85,6 +85,20 @@ async fn fire(
     Ok(Some(enqueued.job_id))
 }
 
+/// Removes ticks older than `days` days, keeping each schedule's latest (it decides the
+/// catch-up after downtime). Returns how many.
+pub async fn prune_ticks(pool: &PgPool, days: i32) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "delete from cron_ticks c
+         where c.tick_at < now() - $1 * interval '1 day'
+           and c.tick_at < (select max(m.tick_at) from cron_ticks m where m.schedule = c.schedule)",
+    )
+    .bind(days)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
 async fn last_recorded(pool: &PgPool, name: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar("select max(tick_at) from cron_ticks where schedule = $1")
         .bind(name)
@@ -179,7 +193,7 @@ mod tests {
         let registry = Registry::new().schedule(
             "daily",
             "0 30 3 * * *",
-            jobs::maintenance::PruneJobs::default(),
+            jobs::kinds::maintenance::PruneJobs::default(),
         );
         let s = &registry.schedules[0];
         let t = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).single();
@@ -201,7 +215,7 @@ mod tests {
         let registry = Registry::new().schedule(
             "every_second",
             "* * * * * *",
-            jobs::maintenance::PruneJobs::default(),
+            jobs::kinds::maintenance::PruneJobs::default(),
         );
         let s = &registry.schedules[0];
         let at = |secs: u32, ms: i64| {

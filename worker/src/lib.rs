@@ -1,4 +1,5 @@
-//! The worker process: configuration, the job runtime and its health / metrics endpoint.
+//! The worker process: configuration, the job runtime, the handlers of every kind, cron and
+//! the health / metrics endpoint.
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
@@ -8,8 +9,10 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 pub mod cron;
+pub mod handlers;
 pub mod registry;
 pub mod runtime;
+pub mod testing;
 
 pub use registry::Registry;
 pub use runtime::{Health, Runtime, RuntimeConfig};
@@ -47,7 +50,7 @@ pub struct WorkerConfig {
     #[arg(long, env = "WORKER_CRON", value_delimiter = ';', value_parser = parse_cron_override)]
     pub cron: Vec<(String, String)>,
     /// Finished jobs (with their files) older than this many days are pruned daily.
-    #[arg(long, env = "JOB_RETENTION_DAYS", default_value_t = jobs::maintenance::DEFAULT_RETENTION_DAYS)]
+    #[arg(long, env = "JOB_RETENTION_DAYS", default_value_t = jobs::kinds::maintenance::DEFAULT_RETENTION_DAYS)]
     pub retention_days: u32,
     /// Global rate-limit overrides shared by all replicas, `key=RATE[,burst=N]` separated by
     /// `;` (e.g. `telegram=30/1s;email=20/1h`). Defaults: see `jobs::limiter::DEFAULT_LIMITS`.
@@ -181,7 +184,7 @@ async fn readiness(State(s): State<HealthState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<HealthState>) -> impl IntoResponse {
-    if let Err(error) = jobs::engine::record_queue_gauges(&s.pool).await {
+    if let Err(error) = jobs::ledger::record_queue_gauges(&s.pool).await {
         tracing::warn!(%error, "cannot read queue gauges");
     }
     (

@@ -2,11 +2,7 @@
 use std::{future::Future, sync::Arc};
 
 use futures::future::BoxFuture;
-use jobs::{
-    enqueue::EnqueueError, maintenance::PruneJobs, scheduling::BulkSchedule,
-    subscriptions::EndSubscriptions, timesheets::TimesheetExport, Enqueued, Job, JobContext,
-    JobError, KindSpec, Requester,
-};
+use jobs::{enqueue::EnqueueError, Enqueued, Job, JobContext, JobError, KindSpec, Requester};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -39,12 +35,6 @@ pub(crate) struct Scheduled {
     pub fire: FireFn,
 }
 
-/// Cron schedules of production: name, expression (Moscow time; seconds first), job.
-/// `prune_jobs` runs daily at 03:30, when the centre is closed.
-pub const PRUNE_SCHEDULE: &str = "0 30 3 * * *";
-/// `end_subscriptions` runs daily at 00:05, just after the Moscow date changes.
-pub const END_SUBSCRIPTIONS_SCHEDULE: &str = "0 5 0 * * *";
-
 /// The job kinds a worker runs and the cron schedules it drives. Production binaries use
 /// [`Registry::production`]; tests may register their own kinds and schedules.
 #[derive(Clone, Default)]
@@ -60,29 +50,11 @@ impl Registry {
         Self::default()
     }
 
-    /// Every production job kind with its default concurrency, and the production schedules.
-    /// `retention_days`: finished jobs older than this are pruned daily.
+    /// Every production job kind with its default concurrency, and the production schedules
+    /// (see [`crate::handlers::register_production`]). `retention_days`: finished jobs older
+    /// than this are pruned daily.
     pub fn production(retention_days: u32) -> Self {
-        Self::new()
-            .register::<PruneJobs, _, _, _>(1, jobs::maintenance::prune_jobs)
-            .schedule(
-                "prune_jobs",
-                PRUNE_SCHEDULE,
-                PruneJobs {
-                    retention_days,
-                    ..PruneJobs::default()
-                },
-            )
-            .register::<EndSubscriptions, _, _, _>(1, jobs::subscriptions::end_subscriptions)
-            .schedule(
-                "end_subscriptions",
-                END_SUBSCRIPTIONS_SCHEDULE,
-                EndSubscriptions {},
-            )
-            // CPU-bound (xlsx writing and zip): one per process; scale with replicas.
-            .register::<TimesheetExport, _, _, _>(1, jobs::timesheets::timesheet_export)
-            // One transaction each, set-based: one at a time per process is plenty.
-            .register::<BulkSchedule, _, _, _>(1, jobs::scheduling::bulk_schedule)
+        crate::handlers::register_production(Self::new(), retention_days)
     }
 
     /// Adds a cron schedule `name` that enqueues `job` at every tick of `expr` (6 fields,

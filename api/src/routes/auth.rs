@@ -7,7 +7,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::{verify_password, CurrentUser, Role, DUMMY_HASH},
-    error::{ApiError, AppJson, FieldErrors},
+    http::{ApiError, AppJson, FieldErrors},
     state::AppState,
 };
 
@@ -35,7 +35,7 @@ pub struct TokenResponse {
     path = "/api/auth/login",
     tag = "auth",
     request_body = Login,
-    responses((status = 200, description = "OK", body = TokenResponse), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    responses((status = 200, description = "OK", body = TokenResponse), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
 )]
 #[tracing::instrument(skip_all)]
 async fn login(
@@ -82,7 +82,7 @@ async fn login(
     get,
     path = "/api/auth/me",
     tag = "auth",
-    responses((status = 200, description = "OK", body = CurrentUser), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody)),
+    responses((status = 200, description = "OK", body = CurrentUser), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
 async fn me(user: CurrentUser) -> Json<CurrentUser> {

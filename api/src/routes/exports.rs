@@ -1,17 +1,16 @@
 //! Exports as jobs: the request validates and enqueues, a worker writes the file, the browser
 //! polls `status_url` and downloads `GET /api/jobs/{id}/artifact`.
 use axum::{extract::State, http::HeaderMap, http::StatusCode, Json};
-use chrono::Utc;
-use jobs::timesheets::{Month, TimesheetExport};
+use jobs::kinds::exports::TimesheetExport;
 use serde::Deserialize;
+use shared::time::Month;
 use uuid::Uuid;
 
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::{CurrentUser, Role},
-    error::{ApiError, AppJson, FieldErrors},
-    routes::jobs::{enqueue_for, Accepted},
+    http::{enqueue_for, Accepted, ApiError, AppJson, FieldErrors},
     state::AppState,
 };
 
@@ -60,7 +59,7 @@ pub fn check_month(raw: &str, today: chrono::NaiveDate) -> Result<Month, String>
     path = "/api/exports/timesheets",
     tag = "exports",
     request_body = TimesheetRequest,
-    responses((status = 202, description = "queued (or the identical queued/running job)", body = Accepted), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "a teacher account not linked to a teacher", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    responses((status = 202, description = "queued (or the identical queued/running job)", body = Accepted), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "a teacher account not linked to a teacher", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
@@ -71,7 +70,7 @@ async fn timesheets(
     AppJson(body): AppJson<TimesheetRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let mut fields = FieldErrors::new();
-    let today = Utc::now().with_timezone(&shared::time::MOSCOW).date_naive();
+    let today = shared::time::today();
     let month = check_month(&body.month, today)
         .map_err(|e| fields.insert("month".into(), e))
         .ok();
@@ -89,30 +88,13 @@ async fn timesheets(
         }
     }
 
-    // One round trip: the caller's teacher record, which named groups are missing or not the
-    // caller's, and whether the named teacher exists.
     let ids = group_ids.clone().unwrap_or_default();
-    let (own_teacher, missing, foreign, teacher_exists): (
-        Option<Uuid>,
-        Vec<Uuid>,
-        Vec<Uuid>,
-        bool,
-    ) = sqlx::query_as(
-        "with me as (select id from teachers where user_id = $1)
-         select (select id from me),
-                coalesce((select array_agg(i order by i) from unnest($2::uuid[]) i
-                          where not exists (select 1 from study_groups g where g.id = i)), '{}'),
-                coalesce((select array_agg(g.id order by g.id) from study_groups g
-                          where g.id = any($2) and g.teacher_id is distinct from (select id from me)),
-                         '{}'),
-                $3::uuid is null or exists (select 1 from teachers where id = $3)",
-    )
-    .bind(user.id)
-    .bind(&ids)
-    .bind(body.teacher_id)
-    .fetch_one(&app.db)
-    .await?;
-
+    let shared::domain::groups::Ownership {
+        own_teacher,
+        missing,
+        foreign,
+        teacher_exists,
+    } = shared::domain::groups::ownership(&app.db, user.id, &ids, body.teacher_id).await?;
     let mut teacher_id = body.teacher_id;
     if !teacher_exists {
         fields.insert("teacher_id".into(), "no such teacher".into());
@@ -146,7 +128,7 @@ async fn timesheets(
     };
 
     let job = TimesheetExport {
-        month: month.key(),
+        month,
         group_ids,
         teacher_id,
         requested_by: user.id,

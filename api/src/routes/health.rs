@@ -27,7 +27,7 @@ async fn liveness() -> Json<serde_json::Value> {
     get,
     path = "/api/health/readiness",
     tag = "health",
-    responses((status = 200, description = "database reachable"), (status = 503, description = "database unavailable", body = crate::error::ErrorBody)),
+    responses((status = 200, description = "database reachable"), (status = 503, description = "database unavailable", body = crate::http::error::ErrorBody)),
 )]
 async fn readiness(State(app): State<AppState>) -> impl IntoResponse {
     if shared::db::ping(&app.db, app.settings.readiness_timeout).await {
@@ -50,7 +50,7 @@ async fn readiness(State(app): State<AppState>) -> impl IntoResponse {
     responses((status = 200, description = "Prometheus metrics")),
 )]
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    if let Err(error) = jobs::engine::record_queue_gauges(&app.db).await {
+    if let Err(error) = jobs::ledger::record_queue_gauges(&app.db).await {
         tracing::warn!(%error, "cannot read queue gauges");
     }
     (

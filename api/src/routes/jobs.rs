@@ -15,13 +15,13 @@ use futures::Stream;
 use jobs::ledger::{self, JobRun, ListFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use shared::domain::{FieldErrors, Page};
 
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::CurrentUser,
-    error::{ApiError, AppQuery, FieldErrors},
-    routes::Page,
+    http::{page, status_url, ApiError, AppQuery},
     state::AppState,
 };
 
@@ -32,48 +32,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel))
         .routes(routes!(events))
         .routes(routes!(artifact))
-}
-
-/// `202 {job_id, status_url}`: the answer of every endpoint that enqueues.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Accepted {
-    pub job_id: String,
-    pub status_url: String,
-}
-
-impl Accepted {
-    pub fn for_job(job: &jobs::Enqueued) -> (StatusCode, Json<Self>) {
-        (
-            StatusCode::ACCEPTED,
-            Json(Self {
-                job_id: job.job_id.clone(),
-                status_url: status_url(&job.job_id),
-            }),
-        )
-    }
-}
-
-/// Enqueues a job that needs no rows of its own, for the caller (owner) with the request's id,
-/// in a transaction of its own (ledger and engine rows together). Endpoints that also write
-/// rows call `jobs::enqueue` inside their own transaction instead.
-pub async fn enqueue_for<J: jobs::Job>(
-    app: &AppState,
-    user: &CurrentUser,
-    headers: &axum::http::HeaderMap,
-    job: &J,
-) -> Result<jobs::Enqueued, ApiError> {
-    let requester = jobs::Requester {
-        user_id: Some(user.id),
-        request_id: crate::routes::request_id(headers),
-    };
-    let mut tx = app.db.begin().await?;
-    let enqueued = jobs::enqueue(&mut tx, &requester, job).await?;
-    tx.commit().await?;
-    Ok(enqueued)
-}
-
-pub fn status_url(id: &str) -> String {
-    format!("/api/jobs/{id}")
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -150,7 +108,7 @@ async fn load(app: &AppState, user: &CurrentUser, id: &str) -> Result<JobRun, Ap
     path = "/api/jobs/{id}",
     tag = "jobs",
     params(("id" = String, Path)),
-    responses((status = 200, description = "OK", body = JobStatus), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    responses((status = 200, description = "OK", body = JobStatus), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]
@@ -161,8 +119,6 @@ async fn show(
 ) -> Result<Json<JobStatus>, ApiError> {
     Ok(Json(load(&app, &user, &id).await?.into()))
 }
-
-const STATES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
 
 #[derive(Deserialize)]
 struct ListQuery {
@@ -177,7 +133,7 @@ struct ListQuery {
     path = "/api/jobs",
     tag = "jobs",
     params(("kind" = Option<String>, Query), ("state" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
-    responses((status = 200, description = "OK", body = crate::routes::Paged<JobStatus>), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    responses((status = 200, description = "OK", body = crate::http::Paged<JobStatus>), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
@@ -185,38 +141,34 @@ async fn list(
     State(app): State<AppState>,
     user: CurrentUser,
     AppQuery(q): AppQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let page = Page {
-        limit: q.limit,
-        offset: q.offset,
-    };
+) -> Result<Json<Page<JobStatus>>, ApiError> {
     let mut fields = FieldErrors::new();
-    let (limit, offset) = match page.validate() {
-        Ok(v) => v,
+    let page = match page(q.limit, q.offset) {
+        Ok(p) => Some(p),
         Err(ApiError::Validation(f)) => {
             fields.extend(f);
-            (0, 0)
+            None
         }
         Err(e) => return Err(e),
     };
     if let Some(state) = &q.state {
-        if !STATES.contains(&state.as_str()) {
-            fields.insert("state".into(), format!("one of {}", STATES.join(", ")));
+        if !ledger::STATES.contains(&state.as_str()) {
+            fields.insert(
+                "state".into(),
+                format!("one of {}", ledger::STATES.join(", ")),
+            );
         }
     }
-    if !fields.is_empty() {
+    let Some(page) = page.filter(|_| fields.is_empty()) else {
         return Err(ApiError::Validation(fields));
-    }
+    };
     // Everyone lists their own jobs; admins reach others' jobs by id.
     let filter = ListFilter {
         kind: q.kind,
         state: q.state,
-        limit,
-        offset,
     };
-    let (items, total) = ledger::list(&app.db, Some(user.id), &filter).await?;
-    let items: Vec<JobStatus> = items.into_iter().map(Into::into).collect();
-    Ok(Json(json!({"items": items, "total": total})))
+    let runs = ledger::list(&app.db, Some(user.id), &filter, page).await?;
+    Ok(Json(runs.map(JobStatus::from)))
 }
 
 #[utoipa::path(
@@ -224,7 +176,7 @@ async fn list(
     path = "/api/jobs/{id}/cancel",
     tag = "jobs",
     params(("id" = String, Path)),
-    responses((status = 202, description = "cancel requested (200 when already finished)", body = JobStatus), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    responses((status = 202, description = "cancel requested (200 when already finished)", body = JobStatus), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]
@@ -234,7 +186,7 @@ async fn cancel(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<JobStatus>), ApiError> {
     let id = parse_id(&id)?;
-    let state = jobs::engine::cancel(&app.db, &id, user.job_viewer())
+    let state = ledger::cancel(&app.db, &id, user.job_viewer())
         .await?
         .ok_or(ApiError::NotFound)?;
     tracing::info!(%state, "cancel requested");
@@ -259,7 +211,7 @@ const EVENT_POLL: Duration = Duration::from_millis(200);
     path = "/api/jobs/{id}/events",
     tag = "jobs",
     params(("id" = String, Path)),
-    responses((status = 200, description = "text/event-stream of job status events until a terminal state"), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    responses((status = 200, description = "text/event-stream of job status events until a terminal state"), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]
@@ -329,7 +281,7 @@ async fn events(
     path = "/api/jobs/{id}/artifact",
     tag = "jobs",
     params(("id" = String, Path)),
-    responses((status = 200, description = "the job's file"), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)),
+    responses((status = 200, description = "the job's file"), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]

@@ -1,16 +1,15 @@
 //! The HTTP surface: every route, and the layers around them (request id, tracing, body limit,
 //! rate limits, JSON 404).
-use axum::{
-    extract::DefaultBodyLimit,
-    http::{HeaderName, Request},
-    middleware, Router,
-};
+use axum::{extract::DefaultBodyLimit, http::Request, middleware, Router};
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     trace::TraceLayer,
 };
 
-use crate::{error::ApiError, state::AppState};
+use crate::{
+    http::{ApiError, REQUEST_ID},
+    state::AppState,
+};
 
 pub mod attendance;
 pub mod auth;
@@ -25,8 +24,6 @@ pub mod rentals;
 pub mod schedules;
 pub mod subscriptions;
 pub mod users;
-
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit_bytes;
@@ -66,114 +63,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The request id of the current request (set by the layer above), for the job ledger.
-pub fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
-    headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-/// For PATCH bodies: distinguishes an absent key (`None`) from an explicit `null`
-/// (`Some(None)`, clear the field). Use with `#[serde(default, deserialize_with = "nullable")]`.
-pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de>,
-{
-    serde::Deserialize::deserialize(d).map(Some)
-}
-
-/// The one statement behind a list endpoint: `matched` selects the rows (its own parameters
-/// come first), `columns` are the output columns over the row alias `alias`, ordered by `order`;
-/// limit and offset bind as parameters `$limit_param` and the next. It returns one row —
-/// `(total, items)` — even for a page past the end.
-pub fn paged_sql(
-    matched: &str,
-    alias: &str,
-    columns: &str,
-    order: &str,
-    limit_param: usize,
-) -> sqlx::AssertSqlSafe<String> {
-    sqlx::AssertSqlSafe(format!(
-        "with matched as ({matched})
-         select (select count(*) from matched),
-                coalesce((select jsonb_agg(p) from (
-                    select {columns} from matched {alias}
-                    order by {order} limit ${limit_param} offset ${offset}) p), '[]')",
-        offset = limit_param + 1
-    ))
-}
-
-/// [`paged_sql`] for the hot lists (clients, lessons): the same one statement, but the page comes
-/// back as plain rows decoded by sqlx — no JSON built in PostgreSQL and parsed again here. Every
-/// row carries `total`; an empty page is one row whose other columns are NULL. Decode with
-/// [`page_rows`].
-pub fn page_rows_sql(
-    matched: &str,
-    cte: Cte,
-    alias: &str,
-    columns: &str,
-    order: &str,
-    limit_param: usize,
-) -> sqlx::AssertSqlSafe<String> {
-    sqlx::AssertSqlSafe(format!(
-        "with matched as {cte} ({matched})
-         select t.total, p.* from (select count(*) as total from matched) t
-         left join lateral (
-             select {columns} from matched {alias}
-             order by {order} limit ${limit_param} offset ${offset}) p on true",
-        offset = limit_param + 1,
-        cte = match cte {
-            Cte::Inline => "not materialized",
-            Cte::Materialized => "materialized",
-        }
-    ))
-}
-
-/// How [`page_rows_sql`] evaluates its `matched` set.
-pub enum Cte {
-    /// Inlined into the count and the page: the count can be an index-only scan and the page an
-    /// ordered index scan that stops at `limit`. For sets an index walks in page order.
-    Inline,
-    /// Computed once (e.g. by a bitmap scan), then counted and sorted: for small matched sets
-    /// whose order no index gives — else the planner may walk the whole order index filtering.
-    Materialized,
-}
-
-/// The total and the items of a [`page_rows_sql`]-shaped answer (`total` on every row, `id`
-/// NULL on the row of an empty page).
-pub fn page_rows<T>(rows: &[sqlx::postgres::PgRow]) -> Result<(i64, Vec<T>), sqlx::Error>
-where
-    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
-{
-    use sqlx::Row;
-    let total = match rows.first() {
-        Some(row) => row.try_get("total")?,
-        None => 0,
-    };
-    let mut items = Vec::with_capacity(rows.len());
-    for row in rows {
-        if row.try_get::<Option<uuid::Uuid>, _>("id")?.is_some() {
-            items.push(T::from_row(row)?);
-        }
-    }
-    Ok((total, items))
-}
-
-/// `{items, total}` from a [`paged_sql`] row.
-pub fn paged((total, items): (i64, serde_json::Value)) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"items": items, "total": total}))
-}
-
-/// Documentation schema of every list answer.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct Paged<T> {
-    items: Vec<T>,
-    total: i64,
-}
-
 /// The OpenAPI 3.1 document: every route registered through `OpenApiRouter` below appears in
 /// it (the router and the document come from the same calls), with the bearer scheme and the
 /// error shape.
@@ -181,7 +70,7 @@ pub struct Paged<T> {
 #[openapi(
     info(title = "ARTSVAO CRM API", description = "Errors: `{\"error\": {code, message, fields?, clashes?}}`"),
     modifiers(&BearerAuth),
-    components(schemas(crate::error::ErrorBody))
+    components(schemas(crate::http::error::ErrorBody))
 )]
 struct ApiDoc;
 
@@ -221,35 +110,4 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(exports::routes())
         .merge(schedules::routes())
         .split_for_parts()
-}
-
-/// `{items, total}` with `limit` / `offset`, the shape of every list endpoint.
-#[derive(Debug, serde::Deserialize)]
-pub struct Page {
-    pub limit: Option<i64>,
-    pub offset: Option<i64>,
-}
-
-impl Page {
-    pub const MAX_LIMIT: i64 = 200;
-
-    pub fn validate(&self) -> Result<(i64, i64), ApiError> {
-        let limit = self.limit.unwrap_or(50);
-        let offset = self.offset.unwrap_or(0);
-        let mut fields = crate::error::FieldErrors::new();
-        if !(1..=Self::MAX_LIMIT).contains(&limit) {
-            fields.insert(
-                "limit".into(),
-                format!("must be between 1 and {}", Self::MAX_LIMIT),
-            );
-        }
-        if offset < 0 {
-            fields.insert("offset".into(), "must not be negative".into());
-        }
-        if fields.is_empty() {
-            Ok((limit, offset))
-        } else {
-            Err(ApiError::Validation(fields))
-        }
-    }
 }

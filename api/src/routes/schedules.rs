@@ -2,7 +2,7 @@
 //! worker expands it and writes the lessons (see `jobs::scheduling`).
 use axum::{extract::State, http::HeaderMap, http::StatusCode, Json};
 use chrono::{NaiveDate, NaiveTime, Timelike};
-use jobs::scheduling::{BulkSchedule, Mode, PlanEntry};
+use jobs::kinds::scheduling::{BulkSchedule, Mode, PlanEntry};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -10,11 +10,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::CurrentUser,
-    error::{ApiError, AppJson, FieldErrors},
-    routes::{
-        directory::WRITERS,
-        jobs::{enqueue_for, Accepted},
-    },
+    http::{enqueue_for, Accepted, ApiError, AppJson, FieldErrors},
+    routes::directory::WRITERS,
     state::AppState,
 };
 
@@ -129,7 +126,7 @@ fn check(req: &PlanRequest, fields: &mut FieldErrors) -> Vec<PlanEntry> {
     path = "/api/schedules/bulk",
     tag = "lessons",
     request_body = PlanRequest,
-    responses((status = 202, description = "queued", body = Accepted), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named (entries[i].field)", body = crate::error::ErrorBody)),
+    responses((status = 202, description = "queued", body = Accepted), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named (entries[i].field)", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
@@ -146,21 +143,7 @@ async fn bulk(
         return Err(ApiError::Validation(fields));
     }
     // One round trip: the index of every entry naming a missing group, room or teacher.
-    let missing: Vec<(i32, String)> = sqlx::query_as(
-        "select (e.i - 1)::int, f.field
-         from unnest($1::uuid[], $2::uuid[], $3::uuid[]) with ordinality as e(g, r, t, i)
-         cross join lateral (values
-             ('group_id', not exists (select 1 from study_groups where id = e.g)),
-             ('room_id', not exists (select 1 from rooms where id = e.r)),
-             ('teacher_id', not exists (select 1 from teachers where id = e.t))) as f(field, bad)
-         where f.bad
-         order by 1, 2",
-    )
-    .bind(entries.iter().map(|e| e.group_id).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.room_id).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.teacher_id).collect::<Vec<_>>())
-    .fetch_all(&app.db)
-    .await?;
+    let missing = shared::domain::scheduling::missing_references(&app.db, &entries).await?;
     for (i, field) in missing {
         let what = field.trim_end_matches("_id");
         fields.insert(format!("entries[{i}].{field}"), format!("no such {what}"));

@@ -6,10 +6,14 @@ use uuid::Uuid;
 
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use shared::domain::{
+    page::{fetch, page_sql, Cte},
+    Page,
+};
+
 use crate::{
     auth::{upsert_user, CurrentUser, Role},
-    error::{ApiError, AppJson, AppQuery, FieldErrors},
-    routes::Page,
+    http::{page, ApiError, AppJson, AppQuery, FieldErrors},
     state::AppState,
 };
 
@@ -31,28 +35,32 @@ struct UserRow {
     path = "/api/users",
     tag = "users",
     params(("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
-    responses((status = 200, description = "OK", body = crate::routes::Paged<UserRow>), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody)),
+    responses((status = 200, description = "OK", body = crate::http::Paged<UserRow>), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
 async fn list(
     State(app): State<AppState>,
     user: CurrentUser,
-    AppQuery(page): AppQuery<Page>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    AppQuery(q): AppQuery<PageQuery>,
+) -> Result<Json<Page<UserRow>>, ApiError> {
     user.require(&[Role::Admin])?;
-    let (limit, offset) = page.validate()?;
-    let total: i64 = sqlx::query_scalar("select count(*) from users")
-        .fetch_one(&app.db)
-        .await?;
-    let items: Vec<UserRow> = sqlx::query_as(
-        "select id, email, role, active, created_at from users order by email limit $1 offset $2",
-    )
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&app.db)
-    .await?;
-    Ok(Json(json!({"items": items, "total": total})))
+    let page = page(q.limit, q.offset)?;
+    let query = sqlx::query(page_sql(
+        "select * from users",
+        Cte::Inline,
+        "u",
+        "u.id, u.email, u.role, u.active, u.created_at",
+        "u.email, u.id",
+        1,
+    ));
+    Ok(Json(fetch(&app.db, query, page).await?))
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    limit: Option<i64>,
+    offset: Option<i64>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -67,7 +75,7 @@ struct NewUser {
     path = "/api/users",
     tag = "users",
     request_body = NewUser,
-    responses((status = 201, description = "OK", body = serde_json::Value), (status = 401, description = "no or invalid bearer token", body = crate::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::error::ErrorBody)),
+    responses((status = 201, description = "OK", body = serde_json::Value), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]

@@ -1,0 +1,264 @@
+//! Season tickets: sale with its invoice, payments activating it, freezes (never in the past,
+//! extending the end date), the daily expiry job ending a subscription once.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration as StdDuration;
+
+use crate::support::*;
+use chrono::{Duration, NaiveDate, Utc};
+use jobs::kinds::subscriptions::EndSubscriptions;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use worker::Registry;
+
+fn today() -> NaiveDate {
+    Utc::now().with_timezone(&shared::time::MOSCOW).date_naive()
+}
+
+/// A plan of 8 visits / `validity_days` days, 14 freeze days, for a new group; and a client.
+async fn plan_and_client(app: &TestApp, token: &str, validity_days: i32) -> (String, String) {
+    let teacher = ok(app, token, "/api/teachers", json!({"full_name": "Олег"})).await;
+    let group = ok(
+        app,
+        token,
+        "/api/groups",
+        json!({"name": "Гитара", "teacher_id": teacher["id"], "capacity": 8}),
+    )
+    .await;
+    let plan = ok(
+        app,
+        token,
+        "/api/subscription-plans",
+        json!({"name": "Гитара 8", "visits": 8, "validity_days": validity_days, "price": 4000,
+               "group_ids": [group["id"]], "max_freeze_days": 14}),
+    )
+    .await;
+    let client = ok(
+        app,
+        token,
+        "/api/clients",
+        json!({"last_name": "Юрьева", "first_name": "Ася"}),
+    )
+    .await;
+    (
+        plan["id"].as_str().unwrap().into(),
+        client["id"].as_str().unwrap().into(),
+    )
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_sale_creates_its_invoice_and_paying_it_in_full_activates_the_subscription(db: PgPool) {
+    let app = TestApp::spawn_with(db.clone(), None, api_config(&[])).await;
+    let (_, token) = app.user("manager").await;
+    let (plan, client) = plan_and_client(&app, &token, 30).await;
+    let sale = ok(
+        &app,
+        &token,
+        "/api/subscriptions",
+        json!({"client_id": client, "plan_id": plan}),
+    )
+    .await;
+    assert_eq!(sale["subscription"]["status"], "inactive");
+    assert_eq!(
+        sale["subscription"]["ends_on"],
+        (today() + Duration::days(29)).to_string()
+    );
+    assert_eq!(sale["invoice"]["amount"], "4000.00");
+    let invoice = sale["invoice"]["id"].clone();
+
+    let part = ok(
+        &app,
+        &token,
+        "/api/payments",
+        json!({"invoice_id": invoice, "amount": 1500.5, "method": "cash"}),
+    )
+    .await;
+    assert_eq!(part["invoice"]["status"], "open");
+    assert_eq!(part["activated_subscription"], Value::Null);
+    let res = app
+        .post(
+            &token,
+            "/api/payments",
+            json!({"invoice_id": invoice, "amount": 3000, "method": "card"}),
+        )
+        .await;
+    let e = error_body(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(e["fields"]["amount"], "more than the 2499.50 left to pay");
+    let res = app
+        .post(
+            &token,
+            "/api/payments",
+            json!({"invoice_id": invoice, "amount": 10, "method": "barter"}),
+        )
+        .await;
+    let e = error_body(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(e["fields"]["method"].is_string());
+    let rest = ok(
+        &app,
+        &token,
+        "/api/payments",
+        json!({"invoice_id": invoice, "amount": 2499.5, "method": "transfer"}),
+    )
+    .await;
+    assert_eq!(rest["invoice"]["status"], "paid");
+    assert_eq!(rest["invoice"]["paid"], "4000.00");
+    assert_eq!(rest["activated_subscription"], sale["subscription"]["id"]);
+    let invoices: Value = app
+        .get(&token, &format!("/api/invoices?client_id={client}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(invoices["items"][0]["status"], "paid");
+    assert_eq!(invoices["items"][0]["paid"], "4000.00");
+
+    let res = app
+        .post(
+            &token,
+            "/api/subscriptions",
+            json!({"client_id": client, "plan_id": uuid::Uuid::new_v4()}),
+        )
+        .await;
+    let e = error_body(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(e["fields"]["plan_id"].is_string());
+    let subs: i64 = sqlx::query_scalar("select count(*) from subscriptions")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let invs: i64 = sqlx::query_scalar("select count(*) from invoices")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!((subs, invs), (1, 1));
+    app.stop().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_freeze_never_starts_in_the_past_and_extends_the_end_date(db: PgPool) {
+    let app = TestApp::spawn_with(db, None, api_config(&[])).await;
+    let (_, token) = app.user("manager").await;
+    let (plan, client) = plan_and_client(&app, &token, 30).await;
+    let sale = ok(
+        &app,
+        &token,
+        "/api/subscriptions",
+        json!({"client_id": client, "plan_id": plan}),
+    )
+    .await;
+    let id = sale["subscription"]["id"].as_str().unwrap().to_string();
+    let path = format!("/api/subscriptions/{id}/freeze");
+    let res = app
+        .post(
+            &token,
+            &path,
+            json!({"from": today() + Duration::days(1), "to": today() + Duration::days(7)}),
+        )
+        .await;
+    error_body(res, StatusCode::CONFLICT).await; // not paid yet
+    ok(
+        &app,
+        &token,
+        "/api/payments",
+        json!({"invoice_id": sale["invoice"]["id"], "amount": 4000, "method": "card"}),
+    )
+    .await;
+
+    let res = app
+        .post(
+            &token,
+            &path,
+            json!({"from": today() - Duration::days(1), "to": today() + Duration::days(5)}),
+        )
+        .await;
+    let e = error_body(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(e["fields"]["from"], "a freeze cannot start in the past");
+    let res = app
+        .post(
+            &token,
+            &path,
+            json!({"from": today(), "to": today() + Duration::days(20)}),
+        )
+        .await;
+    let e = error_body(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(e["fields"]["to"].as_str().unwrap().contains("14 days"));
+
+    let frozen = ok(
+        &app,
+        &token,
+        &path,
+        json!({"from": today(), "to": today() + Duration::days(6)}),
+    )
+    .await;
+    assert_eq!(
+        frozen["ends_on"],
+        (today() + Duration::days(29 + 7)).to_string(),
+        "extended by 7 days"
+    );
+    assert_eq!(frozen["status"], "frozen");
+    let res = app
+        .post(
+            &token,
+            &path,
+            json!({"from": today() + Duration::days(10), "to": today() + Duration::days(11)}),
+        )
+        .await;
+    error_body(res, StatusCode::CONFLICT).await;
+    app.stop().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_expiry_job_ends_an_expired_subscription_once_burning_its_leftovers(db: PgPool) {
+    let registry = Registry::new().register::<EndSubscriptions, _, _, _>(
+        1,
+        worker::handlers::end_subscriptions::end_subscriptions,
+    );
+    let app = TestApp::spawn(db.clone(), registry).await;
+    let (user, token) = app.user("manager").await;
+    let (plan, client) = plan_and_client(&app, &token, 5).await;
+    // Began 31 days ago, 5 days long: ended 26 days ago. A second one ends in 2 days.
+    for begins_on in [today() - Duration::days(31), today() - Duration::days(2)] {
+        let sale = ok(
+            &app,
+            &token,
+            "/api/subscriptions",
+            json!({"client_id": client, "plan_id": plan, "begins_on": begins_on}),
+        )
+        .await;
+        ok(
+            &app,
+            &token,
+            "/api/payments",
+            json!({"invoice_id": sale["invoice"]["id"], "amount": 4000, "method": "card"}),
+        )
+        .await;
+    }
+
+    let mut reports = Vec::new();
+    for _ in 0..2 {
+        let id = app.enqueue(user, EndSubscriptions {}).await;
+        let job = app
+            .wait_terminal(&token, &id, StdDuration::from_secs(10))
+            .await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        reports.push(job["result"].clone());
+    }
+    assert_eq!(
+        reports[0],
+        json!({"ended": 1, "visits_burned": 8, "ending_soon_notices": 1})
+    );
+    assert_eq!(
+        reports[1],
+        json!({"ended": 0, "visits_burned": 0, "ending_soon_notices": 0})
+    );
+    let statuses: Vec<(String, i32)> =
+        sqlx::query_as("select status, visits_burned from subscriptions order by begins_on")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(
+        statuses,
+        [("ended".to_string(), 8), ("active".to_string(), 0)]
+    );
+    app.stop().await;
+}

@@ -1,0 +1,11 @@
+//! Multi-process tests in one binary: real `artsvao-testworker` processes (the production
+//! worker runtime plus test kinds) over a fresh database, SIGKILL / SIGTERM / SIGSTOP, and a
+//! private PostgreSQL cluster for outages.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod bulk_schedule;
+mod maintenance;
+mod outage;
+mod processes;

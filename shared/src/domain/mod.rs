@@ -1,0 +1,164 @@
+//! The CRM's rules and their SQL, called by api routes and job handlers alike. Each function
+//! takes an executor (`impl PgExecutor`) or a connection (`&mut PgConnection`, for work that
+//! must share the caller's transaction), so a route and a handler run the same rule in their
+//! own transaction. Errors are [`DomainError`]: the api maps them to HTTP answers, the worker
+//! to job outcomes.
+use std::collections::BTreeMap;
+
+pub mod attendance;
+pub mod clients;
+pub mod directory;
+pub mod groups;
+pub mod lessons;
+pub mod page;
+pub mod rentals;
+pub mod roster;
+pub mod scheduling;
+pub mod subscriptions;
+
+pub use page::{Page, PageRequest};
+
+/// Field name → what is wrong with it.
+pub type FieldErrors = BTreeMap<String, String>;
+
+/// Why a rule refused, or the database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// Input that breaks a rule, by field (a 422).
+    #[error("invalid: {}", describe(.0))]
+    Invalid(FieldErrors),
+    #[error("not found")]
+    NotFound,
+    /// The current state forbids it (a 409): "the invoice is paid".
+    #[error("{0}")]
+    Conflict(String),
+    /// A booking clash (a 409) with the clashing rows.
+    #[error("{message}")]
+    Clash {
+        message: String,
+        clashes: serde_json::Value,
+    },
+    /// The actor may not touch this record (a teacher and another teacher's lesson).
+    #[error("forbidden")]
+    Forbidden,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+fn describe(fields: &FieldErrors) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl DomainError {
+    pub fn field(name: &str, problem: impl Into<String>) -> Self {
+        Self::Invalid(BTreeMap::from([(name.to_string(), problem.into())]))
+    }
+
+    /// A database error reported on a field when it violates one of the known constraints
+    /// (`constraint`, `field`, `problem`); anything else stays a database error.
+    pub fn on_constraint(error: sqlx::Error, known: &[(&str, &str, &str)]) -> Self {
+        let name = error
+            .as_database_error()
+            .and_then(|d| d.constraint())
+            .map(str::to_owned);
+        match name.and_then(|n| known.iter().find(|(c, _, _)| *c == n)) {
+            Some((_, field, problem)) => Self::field(field, *problem),
+            None => error.into(),
+        }
+    }
+}
+
+/// `Ok(())` when no field failed, else [`DomainError::Invalid`].
+pub fn check(fields: FieldErrors) -> Result<(), DomainError> {
+    if fields.is_empty() {
+        Ok(())
+    } else {
+        Err(DomainError::Invalid(fields))
+    }
+}
+
+/// Trimmed non-empty text of at most `max` characters, else the problem under `field`.
+pub fn check_text(fields: &mut FieldErrors, field: &str, value: &str, max: usize) {
+    let n = value.trim().chars().count();
+    if n == 0 {
+        fields.insert(field.into(), "required".into());
+    } else if n > max {
+        fields.insert(field.into(), format!("at most {max} characters"));
+    }
+}
+
+/// Declares a `text`-backed enum column: the variants, their database spelling, `FromStr`
+/// (the error lists the allowed values), `Display`, serde as the spelling, and sqlx encode /
+/// decode as `text`.
+#[macro_export]
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        $vis enum $name { $($(#[$vmeta])* #[cfg_attr(feature = "openapi", schema(rename = $text))] $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+            /// "one of a, b, c": the validation message.
+            pub fn expected() -> String {
+                let all: &[&str] = &[$($text),+];
+                format!("one of {}", all.join(", "))
+            }
+        }
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s { $($text => Ok($name::$variant),)+ _ => Err(Self::expected()) }
+            }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(self.as_str()) }
+        }
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> { s.serialize_str(self.as_str()) }
+        }
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+        impl sqlx::Type<sqlx::Postgres> for $name {
+            fn type_info() -> sqlx::postgres::PgTypeInfo { <&str as sqlx::Type<sqlx::Postgres>>::type_info() }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool { <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty) }
+        }
+        impl<'q> sqlx::Encode<'q, sqlx::Postgres> for $name {
+            fn encode_by_ref(&self, buf: &mut sqlx::postgres::PgArgumentBuffer)
+                -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $name {
+            fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                let s = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                Ok(s.parse()?)
+            }
+        }
+        impl sqlx::postgres::PgHasArrayType for $name {
+            fn array_type_info() -> sqlx::postgres::PgTypeInfo { <&str as sqlx::postgres::PgHasArrayType>::array_type_info() }
+        }
+    };
+}
+
+/// For PATCH bodies: distinguishes an absent key (`None`) from an explicit `null`
+/// (`Some(None)`, clear the field). Use with `#[serde(default, deserialize_with = "nullable")]`.
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde::Deserialize::deserialize(d).map(Some)
+}

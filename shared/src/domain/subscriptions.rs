@@ -1,0 +1,516 @@
+//! Season tickets: plans, the sale of a subscription (with its invoice, in one statement),
+//! payments (an invoice paid in full activates its subscription), freezes, the daily end of
+//! expired subscriptions, and reads. Money is `numeric(12,2)`, shown as strings (`"4000.00"`).
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{Acquire, PgExecutor, Postgres};
+use uuid::Uuid;
+
+use super::{
+    check, check_text,
+    page::{self, Cte, Page, PageRequest},
+    DomainError, FieldErrors,
+};
+
+crate::text_enum! {
+    pub enum PaymentMethod { Cash = "cash", Card = "card", Transfer = "transfer" }
+}
+
+// ----- plans -----
+
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewPlan {
+    pub name: String,
+    /// Null or absent: unlimited visits.
+    pub visits: Option<i32>,
+    pub validity_days: i32,
+    /// In roubles, e.g. 4500.
+    pub price: f64,
+    pub group_ids: Vec<Uuid>,
+    #[serde(default)]
+    pub max_freeze_days: i32,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Plan {
+    pub id: Uuid,
+    pub name: String,
+    pub visits: Option<i32>,
+    pub validity_days: i32,
+    pub price: String,
+    pub max_freeze_days: i32,
+    pub group_ids: Vec<Uuid>,
+    pub active: bool,
+}
+
+pub async fn create_plan(db: impl PgExecutor<'_>, req: &NewPlan) -> Result<Plan, DomainError> {
+    let mut fields = FieldErrors::new();
+    check_text(&mut fields, "name", &req.name, 200);
+    if req.visits.is_some_and(|v| !(1..=365).contains(&v)) {
+        fields.insert(
+            "visits".into(),
+            "between 1 and 365, or null for unlimited".into(),
+        );
+    }
+    if !(1..=730).contains(&req.validity_days) {
+        fields.insert("validity_days".into(), "between 1 and 730".into());
+    }
+    if !(0.0..=10_000_000.0).contains(&req.price) || !req.price.is_finite() {
+        fields.insert("price".into(), "between 0 and 10000000".into());
+    }
+    if req.group_ids.is_empty() || req.group_ids.len() > 1000 {
+        fields.insert("group_ids".into(), "between 1 and 1000 groups".into());
+    }
+    if !(0..=365).contains(&req.max_freeze_days) {
+        fields.insert("max_freeze_days".into(), "between 0 and 365".into());
+    }
+    check(fields)?;
+    sqlx::query_as(
+        "with p as (
+             insert into subscription_plans (name, visits, validity_days, price, max_freeze_days)
+             values ($1, $2, $3, round($4::numeric, 2), $5) returning *
+         ), g as (
+             insert into plan_groups (plan_id, group_id)
+             select p.id, g from p, unnest($6::uuid[]) as g on conflict do nothing
+         )
+         select p.id, p.name, p.visits, p.validity_days, p.price::text as price,
+                p.max_freeze_days, $6::uuid[] as group_ids, p.active
+         from p",
+    )
+    .bind(req.name.trim())
+    .bind(req.visits)
+    .bind(req.validity_days)
+    .bind(req.price)
+    .bind(req.max_freeze_days)
+    .bind(&req.group_ids)
+    .fetch_one(db)
+    .await
+    .map_err(|e| {
+        DomainError::on_constraint(
+            e,
+            &[(
+                "plan_groups_group_id_fkey",
+                "group_ids",
+                "a group does not exist",
+            )],
+        )
+    })
+}
+
+/// Active plans by name.
+pub async fn plans(db: impl PgExecutor<'_>, page: PageRequest) -> Result<Page<Plan>, DomainError> {
+    let query = sqlx::query(page::page_sql(
+        "select * from subscription_plans where active",
+        Cte::Inline,
+        "p",
+        "p.id, p.name, p.visits, p.validity_days, p.price::text as price, p.max_freeze_days, \
+         array(select group_id from plan_groups g where g.plan_id = p.id order by group_id) \
+             as group_ids, \
+         p.active",
+        "p.name, p.id",
+        1,
+    ));
+    Ok(page::fetch(db, query, page).await?)
+}
+
+// ----- subscriptions -----
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Subscription {
+    pub id: Uuid,
+    pub client_id: Uuid,
+    pub plan_id: Uuid,
+    pub visits_total: Option<i32>,
+    pub visits_used: i32,
+    pub visits_left: Option<i32>,
+    pub visits_burned: i32,
+    pub begins_on: NaiveDate,
+    pub ends_on: NaiveDate,
+    pub freeze_from: Option<NaiveDate>,
+    pub freeze_to: Option<NaiveDate>,
+    /// inactive (not paid), active, frozen (today within the freeze), ended.
+    pub status: String,
+    pub price: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A subscription as shown, from `s`; `frozen` is derived from the Moscow date.
+const SUBSCRIPTION: &str = "s.id, s.client_id, s.plan_id, s.visits_total, s.visits_used, \
+     s.visits_total - s.visits_used as visits_left, s.visits_burned, s.begins_on, s.ends_on, \
+     s.freeze_from, s.freeze_to, \
+     case when s.status = 'active' and s.freeze_from is not null \
+               and current_date_msk() between s.freeze_from and s.freeze_to then 'frozen' \
+          else s.status end as status, \
+     s.price::text as price, s.created_at";
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InvoiceBrief {
+    pub id: Uuid,
+    pub amount: String,
+    pub status: String,
+}
+
+/// A sold subscription and its invoice.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Sale {
+    pub subscription: Subscription,
+    pub invoice: InvoiceBrief,
+}
+
+#[derive(sqlx::FromRow)]
+struct SaleRow {
+    #[sqlx(flatten)]
+    subscription: Subscription,
+    invoice_id: Uuid,
+    invoice_amount: String,
+    invoice_status: String,
+}
+
+/// Sells a subscription from `begins_on` (at most a month back): the subscription (inactive
+/// until paid) and its invoice, in one statement.
+pub async fn sell(
+    db: impl PgExecutor<'_>,
+    client_id: Uuid,
+    plan_id: Uuid,
+    begins_on: NaiveDate,
+) -> Result<Sale, DomainError> {
+    if begins_on < crate::time::today() - Duration::days(31) {
+        return Err(DomainError::field(
+            "begins_on",
+            "at most a month in the past",
+        ));
+    }
+    let row: Option<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "with p as (select * from subscription_plans where id = $2 and active),
+         s as (
+             insert into subscriptions (client_id, plan_id, visits_total, begins_on, ends_on, price)
+             select $1, p.id, p.visits, $3, $3 + p.validity_days - 1, p.price from p
+             returning *
+         ), i as (
+             insert into invoices (client_id, subscription_id, amount)
+             select s.client_id, s.id, s.price from s
+             returning id, amount::text as amount, status
+         )
+         select {SUBSCRIPTION}, i.id as invoice_id, i.amount as invoice_amount,
+                i.status as invoice_status
+         from s, i"
+    )))
+    .bind(client_id)
+    .bind(plan_id)
+    .bind(begins_on)
+    .fetch_optional(db)
+    .await
+    .map_err(|e| {
+        DomainError::on_constraint(
+            e,
+            &[(
+                "subscriptions_client_id_fkey",
+                "client_id",
+                "no such client",
+            )],
+        )
+    })?;
+    let row = row.ok_or_else(|| DomainError::field("plan_id", "no such active plan"))?;
+    Ok(Sale {
+        subscription: row.subscription,
+        invoice: InvoiceBrief {
+            id: row.invoice_id,
+            amount: row.invoice_amount,
+            status: row.invoice_status,
+        },
+    })
+}
+
+pub async fn fetch(db: impl PgExecutor<'_>, id: Uuid) -> Result<Subscription, DomainError> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {SUBSCRIPTION} from subscriptions s where s.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await?
+    .ok_or(DomainError::NotFound)
+}
+
+/// Subscriptions (of one client, or all), latest ending first.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    client_id: Option<Uuid>,
+    page: PageRequest,
+) -> Result<Page<Subscription>, DomainError> {
+    let query = sqlx::query(page::page_sql(
+        "select * from subscriptions where $1::uuid is null or client_id = $1",
+        Cte::Inline,
+        "s",
+        SUBSCRIPTION,
+        "s.ends_on desc, s.id",
+        2,
+    ))
+    .bind(client_id);
+    Ok(page::fetch(db, query, page).await?)
+}
+
+/// Freezes an active subscription from `from` (today or later: never retroactive) to `to`;
+/// its end moves by the freeze's length. One freeze per subscription, at most the plan's
+/// `max_freeze_days`.
+pub async fn freeze(
+    db: impl Acquire<'_, Database = Postgres>,
+    id: Uuid,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Subscription, DomainError> {
+    let mut fields = FieldErrors::new();
+    if from < crate::time::today() {
+        fields.insert("from".into(), "a freeze cannot start in the past".into());
+    }
+    if to < from {
+        fields.insert("to".into(), "must not be before from".into());
+    }
+    check(fields)?;
+    let days = (to - from).num_days() + 1;
+    let mut tx = db.begin().await?;
+    let current: Option<(String, Option<NaiveDate>, NaiveDate, i32)> = sqlx::query_as(
+        "select s.status, s.freeze_from, s.ends_on, p.max_freeze_days
+         from subscriptions s join subscription_plans p on p.id = s.plan_id
+         where s.id = $1 for update of s",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (status, frozen_before, ends_on, max_days) = current.ok_or(DomainError::NotFound)?;
+    if status != "active" {
+        return Err(DomainError::Conflict(format!(
+            "only an active subscription can be frozen (this one is {status})"
+        )));
+    }
+    if frozen_before.is_some() {
+        return Err(DomainError::Conflict(
+            "this subscription was already frozen".into(),
+        ));
+    }
+    if days > i64::from(max_days) {
+        return Err(DomainError::field(
+            "to",
+            format!("the plan allows at most {max_days} days of freeze"),
+        ));
+    }
+    if from > ends_on {
+        return Err(DomainError::field("from", "after the subscription ends"));
+    }
+    sqlx::query(
+        "update subscriptions set freeze_from = $2, freeze_to = $3,
+             ends_on = ends_on + $4::int, updated_at = now()
+         where id = $1",
+    )
+    .bind(id)
+    .bind(from)
+    .bind(to)
+    .bind(days as i32)
+    .execute(&mut *tx)
+    .await?;
+    let subscription = fetch(&mut *tx, id).await?;
+    tx.commit().await?;
+    Ok(subscription)
+}
+
+/// What the daily end of subscriptions did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ended {
+    pub ended: i64,
+    pub visits_burned: i64,
+}
+
+/// Ends subscriptions whose period is over (Moscow date); left-over visits of an active one
+/// burn. A subscription whose visits are used up stays active until its end date, so a visit
+/// given back (a mark corrected, a lesson cancelled) can still be used. Idempotent.
+pub async fn end_expired(db: impl PgExecutor<'_>) -> Result<Ended, DomainError> {
+    let (ended, visits_burned): (i64, i64) = sqlx::query_as(
+        "with ended as (
+             update subscriptions
+             set status = 'ended', ended_at = now(), updated_at = now(),
+                 visits_burned = case when status = 'active' and visits_total is not null
+                                      then visits_total - visits_used else 0 end
+             where status in ('active', 'inactive') and ends_on < current_date_msk()
+             returning visits_burned
+         )
+         select count(*), coalesce(sum(visits_burned), 0)::bigint from ended",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(Ended {
+        ended,
+        visits_burned,
+    })
+}
+
+/// Queues an "ending soon" notice for each active subscription ending within `days` days
+/// (once per subscription). Returns how many were queued.
+pub async fn queue_ending_soon(db: impl PgExecutor<'_>, days: i32) -> Result<i64, DomainError> {
+    Ok(sqlx::query(
+        "insert into notification_outbox (kind, client_id, subject_id, payload)
+         select 'subscription_ending', s.client_id, s.id,
+                jsonb_build_object('ends_on', s.ends_on,
+                                   'visits_left', s.visits_total - s.visits_used)
+         from subscriptions s
+         where s.status = 'active'
+           and s.ends_on between current_date_msk() and current_date_msk() + $1
+         on conflict (kind, subject_id) do nothing",
+    )
+    .bind(days)
+    .execute(db)
+    .await?
+    .rows_affected() as i64)
+}
+
+// ----- invoices and payments -----
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Invoice {
+    pub id: Uuid,
+    pub client_id: Uuid,
+    pub subscription_id: Option<Uuid>,
+    pub amount: String,
+    pub status: String,
+    pub paid: String,
+    pub created_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+const INVOICE: &str = "i.id, i.client_id, i.subscription_id, i.amount::text as amount, i.status, \
+     coalesce((select sum(p.amount) from payments p where p.invoice_id = i.id), 0)::text as paid, \
+     i.created_at, i.paid_at";
+
+/// Invoices (of one client, or all), newest first.
+pub async fn invoices(
+    db: impl PgExecutor<'_>,
+    client_id: Option<Uuid>,
+    page: PageRequest,
+) -> Result<Page<Invoice>, DomainError> {
+    let query = sqlx::query(page::page_sql(
+        "select * from invoices where $1::uuid is null or client_id = $1",
+        Cte::Inline,
+        "i",
+        INVOICE,
+        "i.created_at desc, i.id",
+        2,
+    ))
+    .bind(client_id);
+    Ok(page::fetch(db, query, page).await?)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewPayment {
+    pub invoice_id: Uuid,
+    pub amount: f64,
+    pub method: PaymentMethod,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PaidInvoice {
+    pub id: Uuid,
+    pub status: String,
+    pub amount: String,
+    pub paid: String,
+}
+
+/// A recorded payment, the invoice after it, and the subscription it activated.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Payment {
+    pub payment_id: Uuid,
+    pub invoice: PaidInvoice,
+    pub activated_subscription: Option<Uuid>,
+}
+
+/// Records a payment. An invoice paid in full becomes `paid` and activates its subscription,
+/// in the same transaction; overpaying is refused.
+pub async fn pay(
+    db: impl Acquire<'_, Database = Postgres>,
+    req: &NewPayment,
+    by: Uuid,
+) -> Result<Payment, DomainError> {
+    if !(req.amount > 0.0 && req.amount <= 10_000_000.0) {
+        return Err(DomainError::field("amount", "a positive amount"));
+    }
+    let mut tx = db.begin().await?;
+    let invoice: Option<(String, f64, f64)> = sqlx::query_as(
+        "select i.status, i.amount::float8,
+                coalesce((select sum(p.amount) from payments p where p.invoice_id = i.id), 0)::float8
+         from invoices i where i.id = $1 for update",
+    )
+    .bind(req.invoice_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((status, amount, paid)) = invoice else {
+        return Err(DomainError::field("invoice_id", "no such invoice"));
+    };
+    if status != "open" {
+        return Err(DomainError::Conflict(format!("the invoice is {status}")));
+    }
+    let amount_cents = (amount * 100.0).round() as i64;
+    let paid_cents = (paid * 100.0).round() as i64;
+    let pay_cents = (req.amount * 100.0).round() as i64;
+    if paid_cents + pay_cents > amount_cents {
+        return Err(DomainError::field(
+            "amount",
+            format!(
+                "more than the {:.2} left to pay",
+                (amount_cents - paid_cents) as f64 / 100.0
+            ),
+        ));
+    }
+    let full = paid_cents + pay_cents == amount_cents;
+    let (payment_id, id, status, amount, paid, activated): (
+        Uuid,
+        Uuid,
+        String,
+        String,
+        String,
+        Option<Uuid>,
+    ) = sqlx::query_as(
+        "with p as (
+             insert into payments (invoice_id, amount, method, created_by)
+             values ($1, $2::numeric / 100, $3, $4) returning id
+         ), i as (
+             update invoices set status = case when $5 then 'paid' else status end,
+                 paid_at = case when $5 then now() else paid_at end
+             where id = $1 returning id, status, amount::text as amount
+         ), s as (
+             update subscriptions set status = 'active', updated_at = now()
+             where $5 and id = (select subscription_id from invoices where id = $1)
+               and status = 'inactive'
+             returning id
+         )
+         select (select id from p), i.id, i.status, i.amount,
+                (($6::numeric) / 100)::numeric(12, 2)::text, (select id from s)
+         from i",
+    )
+    .bind(req.invoice_id)
+    .bind(pay_cents)
+    .bind(req.method)
+    .bind(by)
+    .bind(full)
+    .bind(paid_cents + pay_cents)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Payment {
+        payment_id,
+        invoice: PaidInvoice {
+            id,
+            status,
+            amount,
+            paid,
+        },
+        activated_subscription: activated,
+    })
+}

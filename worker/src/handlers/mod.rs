@@ -1,0 +1,18 @@
+//! How each job kind is done: one module per kind (a folder where a kind is big), each with a
+//! `register` next to its handler. The payloads are in `jobs::kinds`, the CRM rules in
+//! `shared::domain`.
+use crate::Registry;
+
+pub mod bulk_schedule;
+pub mod end_subscriptions;
+pub mod prune_jobs;
+pub mod timesheet_export;
+
+/// Every production kind with its default concurrency, and the production schedules.
+/// `retention_days`: finished jobs older than this are pruned daily.
+pub fn register_production(registry: Registry, retention_days: u32) -> Registry {
+    let registry = prune_jobs::register(registry, retention_days);
+    let registry = end_subscriptions::register(registry);
+    let registry = timesheet_export::register(registry);
+    bulk_schedule::register(registry)
+}
