@@ -91,12 +91,10 @@ impl ApiConfig {
     }
 }
 
-/// Creates the database if needed, migrates it and returns a pool.
+/// Creates the database if needed (retrying while it is not reachable yet), migrates it and
+/// returns a pool.
 pub async fn connect_and_migrate(db: &DbConfig) -> anyhow::Result<sqlx::PgPool> {
-    shared::db::ensure_database(db)
-        .await
-        .context("creating the database")?;
-    let pool = shared::db::connect(db, "artsvao-api")
+    let pool = shared::db::connect_at_start(db, "artsvao-api")
         .await
         .context("connecting")?;
     jobs::engine::migrate(&pool).await.context("migrating")?;

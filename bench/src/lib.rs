@@ -1,6 +1,12 @@
-//! Job kinds used only by the queue benchmark and the multi-process tests, and the registry
-//! that the `artsvao-testworker` binary runs: the production worker runtime and kinds plus these.
+//! Job kinds used only by the benchmarks, the multi-process tests and the chaos run, and the
+//! registry that the `artsvao-testworker` binary runs: the production worker runtime and kinds
+//! plus these.
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub mod cluster;
+pub mod effect;
+
+pub use effect::Effect;
 
 use jobs::{Job, JobContext, JobError};
 use serde::{Deserialize, Serialize};
@@ -46,6 +52,18 @@ impl Job for Limited {
     const TIMEOUT: Duration = Duration::from_secs(60);
 }
 
+/// Sleeps `ms`, then stores an artifact naming its process: a run that lost its lease meanwhile
+/// must not be able to store it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ArtifactAfter {
+    pub ms: u64,
+}
+
+impl Job for ArtifactAfter {
+    const KIND: &'static str = "test_artifact_after";
+    const TIMEOUT: Duration = Duration::from_secs(60);
+}
+
 /// Enqueued by the `test_tick` cron schedule (off unless `WORKER_CRON` sets it).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Tick {}
@@ -75,6 +93,14 @@ pub fn registry() -> Registry {
                 "pid": std::process::id(),
             }))
         })
+        .register::<ArtifactAfter, _, _, _>(4, |job: ArtifactAfter, ctx: JobContext| async move {
+            tokio::time::sleep(Duration::from_millis(job.ms)).await;
+            let pid = std::process::id();
+            ctx.store_artifact("owner.txt", "text/plain", format!("pid {pid}").into_bytes())
+                .await?;
+            Ok::<Value, JobError>(json!({ "pid": pid }))
+        })
+        .register::<Effect, _, _, _>(8, effect::perform)
         .register::<Tick, _, _, _>(1, |_job, _ctx: JobContext| async move {
             Ok::<Value, JobError>(json!({ "pid": std::process::id() }))
         })

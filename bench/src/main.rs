@@ -21,20 +21,28 @@ use sqlx::PgPool;
 use tokio::process::{Child, Command};
 
 mod api_bench;
+mod chaos;
 mod export_bench;
 mod schedule_bench;
 
 #[derive(Parser)]
 #[command(
     name = "artsvao-bench",
-    about = "ARTSVAO benchmarks: `queue` (default), `api`, `export` or `schedule`"
+    about = "ARTSVAO benchmarks: `queue` (default), `api`, `export` or `schedule`; and `chaos`"
 )]
 struct Args {
     /// `queue`: drain and pickup of the job runtime; `api`: CRM list endpoints under load;
     /// `export`: the timesheet export (writing alone, and the whole job in a worker process);
-    /// `schedule`: bulk scheduling against a loop of single-row inserts.
-    #[arg(default_value = "queue", value_parser = ["queue", "api", "export", "schedule"])]
+    /// `schedule`: bulk scheduling against a loop of single-row inserts; `chaos`: the soak of
+    /// the runtime under failure (a private PostgreSQL cluster, not `DATABASE_URL`).
+    #[arg(default_value = "queue", value_parser = ["queue", "api", "export", "schedule", "chaos"])]
     what: String,
+    /// chaos: jobs to run.
+    #[arg(long, default_value_t = 10_000)]
+    chaos_jobs: usize,
+    /// chaos: time budget in seconds.
+    #[arg(long, default_value_t = 300)]
+    chaos_seconds: u64,
     /// api: concurrent connections.
     #[arg(long, default_value_t = 50)]
     concurrency: usize,
@@ -193,9 +201,22 @@ async fn clear(db: &PgPool) -> anyhow::Result<()> {
 }
 
 /// Drain: returns (jobs/s, seconds).
-async fn drain(db: &PgPool, url: &str, n: usize, processes: usize) -> anyhow::Result<(f64, f64)> {
+async fn drain(
+    db: &PgPool,
+    url: &str,
+    n: usize,
+    processes: usize,
+    durable: bool,
+) -> anyhow::Result<(f64, f64)> {
     clear(db).await?;
-    let workers = Workers::start(url, processes).await?;
+    let sync = if durable { "true" } else { "false" };
+    let workers = Workers::start_for(
+        url,
+        processes,
+        Noop::KIND,
+        &[("WORKER_ENGINE_SYNC_COMMIT", sync)],
+    )
+    .await?;
     let jobs = vec![Noop {}; n];
     let mut tx = db.begin().await?;
     for chunk in jobs.chunks(5000) {
@@ -278,6 +299,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.what == "chaos" {
+        shared::telemetry::init(&shared::config::LogConfig {
+            log_format: "pretty".into(),
+        });
+        return chaos::run(args.chaos_jobs, Duration::from_secs(args.chaos_seconds)).await;
+    }
     let base = args
         .database_url
         .rsplit_once('/')
@@ -300,12 +327,13 @@ async fn main() -> anyhow::Result<()> {
         return result;
     }
 
-    println!("| run | jobs | processes | time | result |");
-    println!("|---|---:|---:|---:|---|");
-    for processes in [1, 2] {
-        let (rate, secs) = drain(&db, &url, args.jobs, processes).await?;
+    println!("| run | jobs | processes | outcomes | time | result |");
+    println!("|---|---:|---:|---|---:|---|");
+    for (processes, durable) in [(1, true), (2, true), (2, false)] {
+        let (rate, secs) = drain(&db, &url, args.jobs, processes, durable).await?;
+        let outcomes = if durable { "durable" } else { "async commit" };
         println!(
-            "| drain | {} | {processes} | {secs:.2} s | **{rate:.0} jobs/s** |",
+            "| drain | {} | {processes} | {outcomes} | {secs:.2} s | **{rate:.0} jobs/s** |",
             args.jobs
         );
     }
@@ -317,7 +345,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     println!(
-        "| pickup | {} | 2 | {} ms apart | p50 **{:.2} ms**, p99 **{:.2} ms**, max **{:.2} ms** |",
+        "| pickup | {} | 2 | durable | {} ms apart | p50 **{:.2} ms**, p99 **{:.2} ms**, max **{:.2} ms** |",
         args.pickup_jobs,
         args.pickup_spacing_ms,
         percentile(&l, 0.5),

@@ -1,8 +1,8 @@
 //! The queue engine boundary: everything that knows apalis-postgres and its `apalis` schema.
 //!
-//! We use apalis-postgres 1.0 as the storage layer — its schema and migrations, its transactional
-//! `push_tasks`, its insert trigger that NOTIFYs `apalis::job::insert` — and drive it with our
-//! own claim / complete / heartbeat statements instead of apalis' worker state machine, which
+//! We use apalis-postgres 1.0 as the storage layer — its schema and migrations, its jobs and
+//! workers tables, the insert channel `apalis::job::insert` — and drive it with our own insert,
+//! claim / complete / heartbeat statements instead of apalis' worker state machine, which
 //! has the traps measured in `reference/apalis-postgres-findings.md` (a worker that dies on the
 //! first DB error, heartbeats and acks that only happen between fetches, no durable backoff).
 //!
@@ -10,9 +10,7 @@
 //! assembled by [`crate::ledger`] from the fragments in [`sql`]: the engine's half of each
 //! statement is written here, the ledger's half there, so the apalis tables are named only in
 //! this file and `job_runs` only in the ledger.
-use apalis_core::task::{builder::TaskBuilder, task_id::TaskId};
 use sqlx::{PgConnection, PgPool};
-use ulid::Ulid;
 
 use crate::enqueue::EnqueueError;
 
@@ -22,13 +20,18 @@ use crate::enqueue::EnqueueError;
 /// the batch (measured: 208 ms instead of 41 ms for 500 outcomes over 20,000 rows, growing with
 /// the table). Sequential scans are never right for these statements, so they are ruled out.
 ///
-/// `synchronous_commit = off` (this pool only): a claim or an outcome committed in the last
-/// few hundred milliseconds before a PostgreSQL crash may be lost. Either way the job runs
-/// again (back to pending, or re-queued by the sweeper), which the at-least-once contract
-/// already allows, and handlers record their side effects through the handler pool, which
-/// keeps synchronous commits. It saves a WAL flush per claim and per outcome batch.
-pub const SESSION_SETTINGS: &[(&str, &str)] =
-    &[("enable_seqscan", "off"), ("synchronous_commit", "off")];
+/// `synchronous_commit`: with `durable` outcomes (the default, `WORKER_ENGINE_SYNC_COMMIT`)
+/// every claim and outcome batch waits for its WAL flush, like any other commit. Without, a
+/// claim or an outcome committed in the last few hundred milliseconds before a PostgreSQL
+/// crash may be lost: the job runs again (back to pending, or re-queued by the sweeper), and
+/// the lease fence stops the earlier run at its next write — safe, but re-runs after every
+/// crash. Measured in the README (queue benchmark): batching makes durable outcomes cheap.
+pub fn session_settings(durable: bool) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("enable_seqscan", "off"),
+        ("synchronous_commit", if durable { "on" } else { "off" }),
+    ]
+}
 
 /// The channel apalis' insert trigger notifies, payload `{"job_type": .., "id": ..}`.
 pub const INSERT_CHANNEL: &str = "apalis::job::insert";
@@ -42,7 +45,10 @@ pub async fn migrate(pool: &PgPool) -> Result<(), shared::db::DbError> {
     shared::db::migrate_app(pool).await
 }
 
-/// Inserts engine rows for already-ledgered jobs, in the caller's transaction.
+/// Inserts engine rows for already-ledgered jobs, in the caller's transaction, due now by the
+/// database's clock (`run_at = now()`: a client clock ahead of the server's, or rounded to the
+/// second as apalis' own `push_tasks` does, would make a fresh job look scheduled for later
+/// and skip the insert trigger's NOTIFY).
 pub(crate) async fn push(
     conn: &mut PgConnection,
     kind: &str,
@@ -52,19 +58,19 @@ pub(crate) async fn push(
     if jobs.is_empty() {
         return Ok(());
     }
-    let mut tasks = Vec::with_capacity(jobs.len());
-    for (id, payload) in jobs {
-        let ulid = Ulid::from_string(&id).map_err(|e| EnqueueError::Engine(e.to_string()))?;
-        tasks.push(
-            TaskBuilder::new(payload)
-                .task_id(TaskId::from_ulid(ulid))
-                .max_attempts(max_attempts as usize)
-                .build(),
-        );
-    }
-    apalis_postgres::queries::push_tasks(conn, kind, tasks)
-        .await
-        .map_err(|e| EnqueueError::Engine(e.to_string()))
+    let (ids, payloads): (Vec<String>, Vec<Vec<u8>>) = jobs.into_iter().unzip();
+    sqlx::query(
+        "insert into apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+         select id, $2, job, 'Pending', 0, $4, now(), 0
+         from unnest($1::text[], $3::bytea[]) as t(id, job)",
+    )
+    .bind(&ids)
+    .bind(kind)
+    .bind(&payloads)
+    .bind(max_attempts as i32)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// The engine's halves of the combined statements (see the module comment). Each is one or
@@ -72,7 +78,8 @@ pub(crate) async fn push(
 pub(crate) mod sql {
     /// `next`, `claimed`: up to `$3` due jobs of kind `$2` (only job `$4` when it is not null)
     /// locked (`FOR UPDATE SKIP LOCKED`) and marked running for worker `$1` with
-    /// `attempts + 1`. `claimed` yields `id, job, attempts, max_attempts, run_at`.
+    /// `attempts + 1` and a new random lease token. `claimed` yields
+    /// `id, job, attempts, max_attempts, run_at, lease`.
     ///
     /// The `= any(array(..))` condition makes the planner fetch the claimed rows by primary
     /// key; joining the CTE alone got a hash join over a sequential scan of the whole table
@@ -87,32 +94,36 @@ pub(crate) mod sql {
             for update skip locked
         ), claimed as (
             update apalis.jobs j
-            set status = 'Running', lock_by = $1, lock_at = now(), attempts = j.attempts + 1
+            set status = 'Running', lock_by = $1, lock_at = now(), attempts = j.attempts + 1,
+                lease = gen_random_uuid()
             from next where j.id = next.id and j.id = any(array(select id from next))
-            returning j.id, j.job, j.attempts, j.max_attempts, j.run_at
+            returning j.id, j.job, j.attempts, j.max_attempts, j.run_at, j.lease
         )";
 
     /// `eng`: the outcomes `unnest($1 ids, $2 outcomes, $3 results, $4 errors, $5 delay_ms,
-    /// $7 attempts)` of process `$6` written to the engine rows it still holds (lease owner and
-    /// attempt match: a late report of a re-queued job changes nothing). Yields
-    /// `id, attempts, run_at, outcome, result, error`.
+    /// $6 leases)` written to the engine rows whose lease they still hold (a late report of a
+    /// re-queued job changes nothing). `retry` waits for a later attempt; `snoozed` and
+    /// `released` go back to pending without using the attempt (`snoozed` until its delay).
+    /// Yields `id, attempts, run_at, outcome, result, error`.
     pub const COMPLETE: &str = "
         eng as (
             update apalis.jobs j
             set status = case o.outcome when 'succeeded' then 'Done' when 'retry' then 'Failed'
-                                        when 'released' then 'Pending' else 'Killed' end,
-                run_at = case when o.outcome = 'retry'
+                                        when 'released' then 'Pending' when 'snoozed' then 'Pending'
+                                        else 'Killed' end,
+                run_at = case when o.outcome in ('retry', 'snoozed')
                               then now() + o.delay_ms * interval '1 millisecond' else j.run_at end,
-                attempts = case when o.outcome = 'released' then greatest(j.attempts - 1, 0)
-                                else j.attempts end,
+                attempts = case when o.outcome in ('released', 'snoozed')
+                                then greatest(j.attempts - 1, 0) else j.attempts end,
                 lock_by = null,
-                done_at = case when o.outcome in ('retry', 'released') then null else now() end,
+                lease = null,
+                done_at = case when o.outcome in ('retry', 'released', 'snoozed') then null
+                               else now() end,
                 last_result = case when o.outcome = 'succeeded' then jsonb_build_object('Ok', o.result)
                                    else jsonb_build_object('Err', o.error) end
-            from unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::bigint[], $7::int[])
-                as o(id, outcome, result, error, delay_ms, attempt)
-            where j.id = o.id and j.lock_by = $6 || '/' || j.job_type and j.status = 'Running'
-              and j.attempts = o.attempt
+            from unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::bigint[], $6::uuid[])
+                as o(id, outcome, result, error, delay_ms, lease)
+            where j.id = o.id and j.status = 'Running' and j.lease = o.lease
             returning j.id, j.attempts, j.run_at, o.outcome, o.result, o.error
         )";
 
@@ -136,16 +147,35 @@ pub(crate) mod sql {
                                 and j.lock_at < now() - l.stuck_ms * interval '1 millisecond'))
             for update of j skip locked
         ), requeued as (
-            update apalis.jobs j set status = 'Pending', lock_by = null, lock_at = null
+            update apalis.jobs j set status = 'Pending', lock_by = null, lock_at = null, lease = null
             from stale where j.id = stale.id
             returning j.id, stale.reason
         )";
 
+    /// Locks the engine row of job `$1` (first, before its ledger row: the order of every
+    /// statement that touches both, so a cancel racing a claim waits instead of deadlocking).
+    /// Yields its status.
+    pub const LOCK_ONE: &str = "select status from apalis.jobs where id = $1 for update";
+
     /// Kills job `$1` if no worker holds it (pending or waiting for a retry); one row or none.
     pub const KILL_QUEUED: &str = "
-        update apalis.jobs set status = 'Killed', done_at = now(),
+        update apalis.jobs set status = 'Killed', done_at = now(), lease = null,
             last_result = '{\"Err\": \"cancelled by request\"}'
         where id = $1 and status in ('Pending', 'Failed')";
+
+    /// `engine_locked`: of the ids in CTE `cte`, those whose engine rows this statement locks
+    /// (skipping rows another transaction holds), or that have no engine row.
+    pub fn lock_ids(cte: &str) -> String {
+        format!(
+            "engine_locked as (
+                 select j.id from apalis.jobs j where j.id in (select id from {cte})
+                 for update skip locked
+             ), engine_missing as (
+                 select d.id from {cte} d
+                 where not exists (select 1 from apalis.jobs j where j.id = d.id)
+             )"
+        )
+    }
 
     /// Deletes the engine rows whose ids the CTE `ids` (column `id`) lists.
     pub fn delete_ids(cte: &str) -> String {
@@ -190,20 +220,26 @@ pub fn worker_name(process: &str, kind: &str) -> String {
     format!("{process}/{kind}")
 }
 
-/// Marks every worker row of this process alive. Returns false when the rows are gone.
-pub async fn heartbeat(pool: &PgPool, process: &str) -> Result<bool, sqlx::Error> {
-    let updated =
-        sqlx::query("update apalis.workers set last_seen = now() where id like $1 || '/%'")
-            .bind(process)
-            .execute(pool)
-            .await?;
-    Ok(updated.rows_affected() > 0)
+/// Marks every worker row of this process alive (by primary key: a `LIKE` on the growing
+/// workers table cost 20–40 ms a beat). Returns false when a row is gone.
+pub async fn heartbeat(pool: &PgPool, process: &str, kinds: &[&str]) -> Result<bool, sqlx::Error> {
+    let names: Vec<String> = kinds.iter().map(|k| worker_name(process, k)).collect();
+    let updated = sqlx::query("update apalis.workers set last_seen = now() where id = any($1)")
+        .bind(&names)
+        .execute(pool)
+        .await?;
+    Ok(updated.rows_affected() == names.len() as u64)
 }
 
 /// Marks this process's worker rows dead (at clean shutdown), so nobody waits for them.
-pub async fn deregister_worker(pool: &PgPool, process: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("update apalis.workers set last_seen = 'epoch' where id like $1 || '/%'")
-        .bind(process)
+pub async fn deregister_worker(
+    pool: &PgPool,
+    process: &str,
+    kinds: &[&str],
+) -> Result<(), sqlx::Error> {
+    let names: Vec<String> = kinds.iter().map(|k| worker_name(process, k)).collect();
+    sqlx::query("update apalis.workers set last_seen = 'epoch' where id = any($1)")
+        .bind(&names)
         .execute(pool)
         .await?;
     Ok(())

@@ -23,8 +23,31 @@ impl Requester {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enqueued {
     pub job_id: String,
+    pub kind: &'static str,
     /// True when a queued or running job with the same dedup key was returned instead.
     pub deduplicated: bool,
+}
+
+/// Counts jobs in `jobs_enqueued_total` once their transaction committed (a rolled-back
+/// enqueue created nothing, so it is not counted). Call after `commit`.
+pub fn committed(enqueued: &[Enqueued]) {
+    for e in enqueued.iter().filter(|e| !e.deduplicated) {
+        metrics::counter!("jobs_enqueued_total", "kind" => e.kind).increment(1);
+    }
+}
+
+/// Enqueues one job in a transaction of its own (ledger and engine rows together) and counts
+/// it after the commit: for work that needs no rows of its own.
+pub async fn enqueue_alone<J: Job>(
+    pool: &sqlx::PgPool,
+    requester: &Requester,
+    job: &J,
+) -> Result<Enqueued, EnqueueError> {
+    let mut tx = pool.begin().await?;
+    let enqueued = enqueue(&mut tx, requester, job).await?;
+    tx.commit().await?;
+    committed(std::slice::from_ref(&enqueued));
+    Ok(enqueued)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +60,8 @@ pub enum EnqueueError {
     Engine(String),
 }
 
-/// Enqueues one job in the caller's transaction (`&mut *tx`).
+/// Enqueues one job in the caller's transaction (`&mut *tx`); call [`committed`] after the
+/// commit.
 pub async fn enqueue<J: Job>(
     conn: &mut PgConnection,
     requester: &Requester,
@@ -48,7 +72,8 @@ pub async fn enqueue<J: Job>(
         .ok_or_else(|| EnqueueError::Engine("enqueue returned no job".into()))
 }
 
-/// Enqueues many jobs of one kind with two statements (ledger, engine), in input order.
+/// Enqueues many jobs of one kind with two statements (ledger, engine), in input order, in the
+/// caller's transaction; call [`committed`] after the commit.
 pub async fn enqueue_many<J: Job>(
     conn: &mut PgConnection,
     requester: &Requester,
@@ -81,6 +106,7 @@ pub async fn enqueue_many<J: Job>(
             to_push.push((id.clone(), payload));
             out.push(Enqueued {
                 job_id: id,
+                kind: J::KIND,
                 deduplicated: false,
             });
         } else {
@@ -89,12 +115,11 @@ pub async fn enqueue_many<J: Job>(
                 .ok_or_else(|| EnqueueError::Engine("deduplicated job not found".into()))?;
             out.push(Enqueued {
                 job_id: existing,
+                kind: J::KIND,
                 deduplicated: true,
             });
         }
     }
-    let pushed = to_push.len();
     engine::push(conn, J::KIND, J::MAX_ATTEMPTS, to_push).await?;
-    metrics::counter!("jobs_enqueued_total", "kind" => J::KIND).increment(pushed as u64);
     Ok(out)
 }

@@ -1,8 +1,10 @@
 //! How a job attempt ends when it does not succeed.
 use std::time::Duration;
 
-/// A failed attempt: transient errors are retried with backoff, permanent ones fail the job
-/// at once with a message a person can read, `Cancelled` ends it as cancelled.
+/// How an attempt ends when it does not succeed: transient errors are retried with backoff,
+/// permanent ones fail the job at once with a message a person can read, `Cancelled` ends it
+/// as cancelled, `Snooze` puts it back in the queue for a while without using an attempt, and
+/// `LeaseLost` stops a run whose job was taken over (it records nothing).
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error("{message}")]
@@ -15,6 +17,14 @@ pub enum JobError {
     Permanent(String),
     #[error("cancelled by request")]
     Cancelled,
+    /// Wait `delay` (a rate limit's next slot, a provider's `Retry-After`), then run again;
+    /// the attempt is not counted.
+    #[error("waiting {delay:?}: {reason}")]
+    Snooze { reason: String, delay: Duration },
+    /// This run no longer holds the job (its worker was declared lost and the job re-queued,
+    /// maybe running elsewhere): it must stop and write nothing.
+    #[error("the job's lease was lost: it was re-queued and may run elsewhere")]
+    LeaseLost,
 }
 
 impl JobError {
@@ -34,6 +44,13 @@ impl JobError {
 
     pub fn permanent(message: impl Into<String>) -> Self {
         Self::Permanent(message.into())
+    }
+
+    pub fn snooze(reason: impl Into<String>, delay: Duration) -> Self {
+        Self::Snooze {
+            reason: reason.into(),
+            delay,
+        }
     }
 }
 

@@ -192,48 +192,76 @@ pub async fn artifact(
 
 // ----- what a running job writes -----
 
-/// Records progress of attempt `attempt`; returns whether a cancel was requested, or `None`
-/// when the job is no longer running under that attempt.
+/// Records progress of the run holding `lease`; returns whether a cancel was requested, or
+/// `None` when that run no longer holds the job (its lease was taken over).
 pub async fn progress(
     db: impl PgExecutor<'_>,
     id: &str,
-    attempt: u32,
+    lease: Uuid,
     percent: u8,
     message: &str,
 ) -> Result<Option<bool>, sqlx::Error> {
     sqlx::query_scalar(
         "update job_runs set progress_percent = $2, progress_message = $3, updated_at = now()
-         where id = $1 and state = 'running' and attempts = $4
+         where id = $1 and state = 'running' and lease = $4
          returning cancel_requested",
     )
     .bind(id)
     .bind(i16::from(percent.min(100)))
     .bind(message)
-    .bind(attempt as i32)
+    .bind(lease)
     .fetch_optional(db)
     .await
 }
 
-/// Whether someone asked to cancel the job (a primary-key read).
-pub async fn cancel_requested(db: impl PgExecutor<'_>, id: &str) -> Result<bool, sqlx::Error> {
-    let cancel: Option<bool> =
-        sqlx::query_scalar("select cancel_requested from job_runs where id = $1")
-            .bind(id)
-            .fetch_optional(db)
-            .await?;
-    Ok(cancel.unwrap_or(false))
+/// Whether someone asked to cancel the job, for the run holding `lease`; `None` when that run
+/// no longer holds the job.
+pub async fn cancel_flag(
+    db: impl PgExecutor<'_>,
+    id: &str,
+    lease: Uuid,
+) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar("select cancel_requested from job_runs where id = $1 and lease = $2")
+        .bind(id)
+        .bind(lease)
+        .fetch_optional(db)
+        .await
 }
 
-/// Stores the job's downloadable file (one per job; a retry replaces it).
+/// In the caller's transaction: locks the job's ledger row if the run holding `lease` still
+/// holds it, and says whether it does. Until that transaction ends nobody can take the lease
+/// over (the takeover updates this row), so what the transaction writes is the lease holder's:
+/// the fence a handler takes before committing an effect's key.
+pub async fn hold_lease(
+    conn: &mut PgConnection,
+    id: &str,
+    lease: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let held: Option<i32> =
+        sqlx::query_scalar("select 1 from job_runs where id = $1 and lease = $2 for share")
+            .bind(id)
+            .bind(lease)
+            .fetch_optional(conn)
+            .await?;
+    Ok(held.is_some())
+}
+
+/// Stores the job's downloadable file (one per job; a retry replaces it) if the run holding
+/// `lease` still holds the job — checked under a lock on its ledger row, so a run that lost
+/// its lease can never overwrite the file of the run that replaced it. Returns false when the
+/// lease is lost (nothing written).
 pub async fn store_artifact(
     db: impl PgExecutor<'_>,
     id: &str,
+    lease: Uuid,
     file_name: &str,
     content_type: &str,
     bytes: Vec<u8>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into artifacts (job_id, file_name, content_type, bytes) values ($1, $2, $3, $4)
+) -> Result<bool, sqlx::Error> {
+    let stored = sqlx::query(
+        "with holder as (select id from job_runs where id = $1 and lease = $5 for share)
+         insert into artifacts (job_id, file_name, content_type, bytes)
+         select id, $2, $3, $4 from holder
          on conflict (job_id) do update
          set file_name = excluded.file_name, content_type = excluded.content_type,
              bytes = excluded.bytes, created_at = now()",
@@ -242,9 +270,28 @@ pub async fn store_artifact(
     .bind(file_name)
     .bind(content_type)
     .bind(bytes)
+    .bind(lease)
     .execute(db)
     .await?;
-    Ok(())
+    Ok(stored.rows_affected() == 1)
+}
+
+/// Of the given running jobs `(id, lease)`, the ids whose lease is no longer held (re-queued
+/// while this process could not beat, and maybe running elsewhere).
+pub async fn lost_leases(
+    db: impl PgExecutor<'_>,
+    held: &[(String, Uuid)],
+) -> Result<Vec<String>, sqlx::Error> {
+    let (ids, leases): (Vec<String>, Vec<Uuid>) = held.iter().cloned().unzip();
+    sqlx::query_scalar(
+        "select h.id from unnest($1::text[], $2::uuid[]) as h(id, lease)
+         left join job_runs r on r.id = h.id
+         where r.lease is distinct from h.lease",
+    )
+    .bind(&ids)
+    .bind(&leases)
+    .fetch_all(db)
+    .await
 }
 
 // ----- the runtime's transitions -----
@@ -260,6 +307,8 @@ pub struct Claimed {
     pub cancel_requested: bool,
     pub requested_by: Option<Uuid>,
     pub request_id: Option<String>,
+    /// This claim's token: every write of the run is fenced on it.
+    pub lease: Uuid,
 }
 
 #[derive(sqlx::FromRow)]
@@ -273,6 +322,7 @@ struct ClaimRow {
     requested_by: Option<Uuid>,
     request_id: Option<String>,
     run_at: Option<DateTime<Utc>>,
+    lease: Option<Uuid>,
 }
 
 /// Claims up to `limit` due jobs of `kind` for `worker` (`FOR UPDATE SKIP LOCKED`), marks them
@@ -309,17 +359,17 @@ async fn claim_where(
         "with {claim}, ledger as (
              update job_runs r
              set state = 'running', attempts = c.attempts, started_at = coalesce(r.started_at, now()),
-                 run_after = null, updated_at = now()
+                 run_after = null, lease = c.lease, updated_at = now()
              from claimed c
              where r.id = c.id and r.state <> 'cancelled'
              returning r.id, r.cancel_requested, r.requested_by, r.request_id
          )
          select true as from_engine, c.id, c.job as payload, c.attempts as attempt, c.max_attempts,
                 false as cancel_requested, null::uuid as requested_by, null::text as request_id,
-                c.run_at
+                c.run_at, c.lease
          from claimed c
          union all
-         select false, l.id, null, 0, 0, l.cancel_requested, l.requested_by, l.request_id, null
+         select false, l.id, null, 0, 0, l.cancel_requested, l.requested_by, l.request_id, null, null
          from ledger l",
         claim = sql::CLAIM
     );
@@ -352,6 +402,7 @@ async fn claim_where(
                 cancel_requested: l.as_ref().is_none_or(|l| l.cancel_requested),
                 requested_by: l.as_ref().and_then(|l| l.requested_by),
                 request_id: l.and_then(|l| l.request_id),
+                lease: e.lease.unwrap_or_default(),
                 id: e.id,
             }
         })
@@ -369,26 +420,50 @@ pub enum Outcome {
     },
     Failed(String),
     Cancelled,
+    /// Waiting for a rate limit or a provider's `Retry-After`: back in the queue until
+    /// `delay` has passed, the attempt not counted.
+    Snoozed {
+        reason: String,
+        delay: Duration,
+    },
     /// Not run to the end through no fault of the job (shutdown): back to the queue, the
     /// attempt not counted.
     Released,
 }
 
+impl Outcome {
+    fn parts(&self) -> (&'static str, Option<Value>, Option<String>, i64) {
+        match self {
+            Self::Succeeded(v) => ("succeeded", Some(v.clone()), None, 0),
+            Self::Retry { error, delay } => {
+                ("retry", None, Some(error.clone()), delay.as_millis() as i64)
+            }
+            Self::Failed(e) => ("failed", None, Some(e.clone()), 0),
+            Self::Cancelled => ("cancelled", None, Some("cancelled by request".into()), 0),
+            Self::Snoozed { reason, delay } => (
+                "snoozed",
+                None,
+                Some(reason.clone()),
+                delay.as_millis() as i64,
+            ),
+            Self::Released => ("released", None, None, 0),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub id: String,
-    /// The attempt that ended: with the lease owner it fences late reports (a re-queued job
-    /// claimed again by the same process is a new attempt).
-    pub attempt: i32,
+    /// The claim's token: the outcome is recorded only if that claim still holds the job.
+    pub lease: Uuid,
     pub outcome: Outcome,
 }
 
-/// Records many outcomes of one worker process in one statement. Rows whose lease the process
-/// no longer holds (re-queued after a lost heartbeat) are left alone: the other run owns them.
-/// Returns the ids that were recorded.
+/// Records many outcomes in one statement. Rows whose lease the reporting run no longer holds
+/// (re-queued after a lost heartbeat, and maybe running elsewhere) are left alone: the other
+/// run owns them. Returns the ids that were recorded.
 pub async fn complete(
     pool: &PgPool,
-    process: &str,
     completions: &[Completion],
 ) -> Result<Vec<String>, sqlx::Error> {
     let n = completions.len();
@@ -397,19 +472,11 @@ pub async fn complete(
     let mut results: Vec<Option<Value>> = Vec::with_capacity(n);
     let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
     let mut delays = Vec::with_capacity(n);
-    let mut attempts = Vec::with_capacity(n);
+    let mut leases = Vec::with_capacity(n);
     for c in completions {
+        let (name, result, error, delay) = c.outcome.parts();
         ids.push(c.id.clone());
-        attempts.push(c.attempt);
-        let (name, result, error, delay) = match &c.outcome {
-            Outcome::Succeeded(v) => ("succeeded", Some(v.clone()), None, 0i64),
-            Outcome::Retry { error, delay } => {
-                ("retry", None, Some(error.clone()), delay.as_millis() as i64)
-            }
-            Outcome::Failed(e) => ("failed", None, Some(e.clone()), 0),
-            Outcome::Cancelled => ("cancelled", None, Some("cancelled by request".into()), 0),
-            Outcome::Released => ("released", None, None, 0),
-        };
+        leases.push(c.lease);
         outcomes.push(name);
         results.push(result);
         errors.push(error);
@@ -419,14 +486,19 @@ pub async fn complete(
         "with {eng}
          update job_runs r
          set state = case eng.outcome when 'succeeded' then 'succeeded' when 'retry' then 'queued'
-                                      when 'released' then 'queued' when 'cancelled' then 'cancelled'
-                                      else 'failed' end,
+                                      when 'released' then 'queued' when 'snoozed' then 'queued'
+                                      when 'cancelled' then 'cancelled' else 'failed' end,
              attempts = eng.attempts,
              result = eng.result,
-             error = case when eng.outcome = 'released' then r.error else eng.error end,
+             error = case when eng.outcome in ('released', 'snoozed') then r.error else eng.error end,
              progress_percent = case when eng.outcome = 'succeeded' then 100 else r.progress_percent end,
-             run_after = case when eng.outcome = 'retry' then eng.run_at else null end,
-             finished_at = case when eng.outcome in ('retry', 'released') then null else now() end,
+             progress_message = case when eng.outcome = 'snoozed' then eng.error
+                                     else r.progress_message end,
+             snoozes = r.snoozes + (eng.outcome = 'snoozed')::int,
+             run_after = case when eng.outcome in ('retry', 'snoozed') then eng.run_at else null end,
+             finished_at = case when eng.outcome in ('retry', 'released', 'snoozed') then null
+                                else now() end,
+             lease = null,
              updated_at = now()
          from eng
          where r.id = eng.id
@@ -439,8 +511,7 @@ pub async fn complete(
         .bind(&results)
         .bind(&errors)
         .bind(&delays)
-        .bind(process)
-        .bind(&attempts)
+        .bind(&leases)
         .fetch_all(pool)
         .await
 }
@@ -464,7 +535,7 @@ pub async fn reclaim_orphans(
         "with {reclaim}
          update job_runs r
          set state = 'queued', error = q.reason || ' during attempt ' || r.attempts || '; re-queued',
-             updated_at = now()
+             lease = null, updated_at = now()
          from requeued q where r.id = q.id and r.state = 'running'
          returning r.id, q.reason",
         reclaim = sql::RECLAIM
@@ -479,13 +550,18 @@ pub async fn reclaim_orphans(
 
 /// Cancels a job for `user` (`None` = admin, any job). A queued job is cancelled at once; a
 /// running one gets its cancel flag set and ends `cancelled` at its next checkpoint.
-/// Returns the state after the request, or `None` when the job is not visible.
+/// Returns the state after the request, or `None` when the job is not visible. The engine row
+/// is locked before the ledger row, the order of every statement touching both.
 pub async fn cancel(
     pool: &PgPool,
     id: &str,
     user: Option<Uuid>,
 ) -> Result<Option<String>, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let engine_status: Option<String> = sqlx::query_scalar(sql::LOCK_ONE)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
     let state: Option<String> = sqlx::query_scalar(
         "update job_runs set cancel_requested = true, updated_at = now()
          where id = $1 and ($2::uuid is null or requested_by = $2)
@@ -498,7 +574,8 @@ pub async fn cancel(
     let Some(mut state) = state else {
         return Ok(None);
     };
-    if state == "queued" {
+    let waiting = matches!(engine_status.as_deref(), Some("Pending" | "Failed"));
+    if state == "queued" && waiting {
         // Only if no worker holds it: otherwise it is running and sees the flag.
         let killed = sqlx::query(sql::KILL_QUEUED)
             .bind(id)
@@ -507,7 +584,7 @@ pub async fn cancel(
         if killed.rows_affected() == 1 {
             sqlx::query(
                 "update job_runs set state = 'cancelled', finished_at = now(), run_after = null,
-                     error = 'cancelled by request', updated_at = now()
+                     error = 'cancelled by request', lease = null, updated_at = now()
                  where id = $1",
             )
             .bind(id)
@@ -524,15 +601,20 @@ pub async fn cancel(
 
 /// Finished jobs older than `days` days, up to `batch` per call: the ledger row, its events
 /// and its artifact, with the engine row, in one statement through the `finished_at` index
-/// (`FOR UPDATE SKIP LOCKED`: queued and running jobs are never touched). Returns how many.
+/// (queued and running jobs are never touched; rows another transaction holds are skipped,
+/// engine row first, as everywhere). Returns how many it removed; fewer than `batch` with
+/// skipped rows means a later call finds them again.
 pub async fn prune_finished(pool: &PgPool, days: i32, batch: i64) -> Result<i64, sqlx::Error> {
     let statement = format!(
-        "with doomed as (
+        "with candidates as (
              select id from job_runs
              where finished_at < now() - $1 * interval '1 day'
                and state in ('succeeded', 'failed', 'cancelled')
              order by finished_at
              limit $2
+         ), {lock}, doomed as (
+             select r.id from job_runs r
+             where r.id in (select id from engine_locked union all select id from engine_missing)
              for update skip locked
          ), engine as ({delete}), events as (
              delete from job_events e using doomed d where e.job_id = d.id
@@ -540,6 +622,7 @@ pub async fn prune_finished(pool: &PgPool, days: i32, batch: i64) -> Result<i64,
              delete from job_runs r using doomed d where r.id = d.id returning r.id
          )
          select count(*) from ledger",
+        lock = sql::lock_ids("candidates"),
         delete = sql::delete_ids("doomed")
     );
     sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
@@ -604,9 +687,22 @@ pub async fn queue_stats(db: impl PgExecutor<'_>) -> Result<Vec<QueueStats>, sql
 }
 
 /// Refreshes the queue gauges (depth and oldest due age per kind) from the ledger; called on
-/// each `/metrics` scrape of the api and the worker.
+/// each `/metrics` scrape of the api and the worker. A kind shown before and absent now (its
+/// queue drained) is set to 0 rather than keeping its last value.
 pub async fn record_queue_gauges(db: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
-    for s in queue_stats(db).await? {
+    static SHOWN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let stats = queue_stats(db).await?;
+    let mut shown = SHOWN.lock().unwrap_or_else(|e| e.into_inner());
+    for kind in shown.iter() {
+        if !stats.iter().any(|s| &s.kind == kind) {
+            metrics::gauge!("jobs_queued", "kind" => kind.clone()).set(0.0);
+            metrics::gauge!("jobs_oldest_queued_age_seconds", "kind" => kind.clone()).set(0.0);
+        }
+    }
+    for s in stats {
+        if !shown.contains(&s.kind) {
+            shown.push(s.kind.clone());
+        }
         metrics::gauge!("jobs_queued", "kind" => s.kind.clone()).set(s.queued as f64);
         metrics::gauge!("jobs_oldest_queued_age_seconds", "kind" => s.kind)
             .set(s.oldest_age_seconds);

@@ -16,7 +16,7 @@ pub mod limiter;
 pub mod testing;
 
 pub use context::JobContext;
-pub use enqueue::{enqueue, enqueue_many, Enqueued, Requester};
+pub use enqueue::{committed, enqueue, enqueue_alone, enqueue_many, Enqueued, Requester};
 pub use error::JobError;
 pub use limiter::{Limiter, Permit, Rate};
 

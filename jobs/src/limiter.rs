@@ -7,8 +7,12 @@
 //! window of length `per` ever holds more than `rate`; a larger burst lets that many through
 //! back to back after an idle period (and then a window may hold `rate + burst - 1`).
 //!
-//! [`Limiter::acquire`] reserves the next slot and sleeps until it: callers queue fairly in
-//! arrival order and no statement is spent on polling. Each statement reads the clock once,
+//! [`Limiter::acquire_within`] takes the next slot if it comes within the wait the caller can
+//! afford and sleeps until it, else takes nothing and says how long to wait: a job snoozes
+//! (back to the queue, no attempt used) instead of sleeping past its timeout and wasting the
+//! slot — with e-mail at 20/h a sleeping `acquire` let only the first of ten queued mails
+//! through. [`Limiter::acquire`] reserves unconditionally and sleeps (callers that can wait as
+//! long as it takes); handlers use `JobContext::acquire`. Each statement reads the clock once,
 //! after the row lock is taken (`clock_timestamp()`, not the transaction start), so a statement
 //! that waited for the lock is neither given a slot in the past nor told to sleep too long. [`Limiter::try_acquire`] takes a slot
 //! only if it is free now and otherwise says how long to wait.
@@ -115,14 +119,21 @@ pub fn parse_limit(s: &str) -> Result<(String, Rate), String> {
 pub enum LimiterError {
     #[error("no rate limit configured for key {0:?}")]
     UnknownKey(String),
+    /// No slot within the wait allowed; the next one is `wait` away.
+    #[error("rate limit {key}: next slot in {wait:?}")]
+    Busy { key: String, wait: Duration },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
 
 impl From<LimiterError> for crate::JobError {
+    /// An unknown key is a bug (permanent); a busy limit snoozes the job until its next slot.
     fn from(e: LimiterError) -> Self {
         match e {
             LimiterError::UnknownKey(_) => crate::JobError::permanent(e.to_string()),
+            LimiterError::Busy { key, wait } => {
+                crate::JobError::snooze(format!("rate limit {key}"), wait)
+            }
             LimiterError::Database(db) => db.into(),
         }
     }
@@ -214,38 +225,64 @@ impl Limiter {
         Ok(Permit { slot, waited })
     }
 
-    /// Takes a slot of `key` only if one is free now: `Ok(Ok(permit))`, else `Ok(Err(wait))`
-    /// with how long until the next free slot. One statement either way.
-    pub async fn try_acquire(&self, key: &str) -> Result<Result<Permit, Duration>, LimiterError> {
+    /// Takes a slot of `key` if one is free within `max_wait`, sleeping until it; otherwise
+    /// takes nothing and answers [`LimiterError::Busy`] with how long until the next free slot
+    /// (a job snoozes that long instead of holding a worker, and reserves no slot it would not
+    /// use). One statement either way.
+    pub async fn acquire_within(
+        &self,
+        key: &str,
+        max_wait: Duration,
+    ) -> Result<Permit, LimiterError> {
         let rate = self.rate(key)?;
-        let (granted, slot, wait_us): (bool, DateTime<Utc>, i64) = sqlx::query_as(
+        // g = max(tat, now) is when the key's schedule is free; a slot is allowed `tolerance`
+        // (the burst) ahead of it. Granted: tat moves one interval on; not granted: unchanged.
+        let (granted, at, wait_us): (bool, DateTime<Utc>, i64) = sqlx::query_as(
             "insert into rate_limits as r (key, tat, seen_at, granted)
              select $1, n.c + $2 * interval '1 microsecond', n.c, true
              from (select clock_timestamp() as c) n
              on conflict (key) do update
                  set (tat, seen_at, granted) = (
-                     select case when m.g - $3 * interval '1 microsecond' <= n.c
+                     select case when m.g - ($3 + $4) * interval '1 microsecond' <= n.c
                                  then m.g + $2 * interval '1 microsecond' else r.tat end,
                             n.c,
-                            m.g - $3 * interval '1 microsecond' <= n.c
+                            m.g - ($3 + $4) * interval '1 microsecond' <= n.c
                      from (select clock_timestamp() as c) n,
                           lateral (select greatest(r.tat, n.c) as g) m)
              returning granted, seen_at,
-                       greatest(0, (extract(epoch from tat - seen_at) * 1000000)::bigint - $3)",
+                       greatest(0, (extract(epoch from tat - seen_at) * 1000000)::bigint - $3
+                                   - case when granted then $2 else 0 end)",
         )
         .bind(key)
         .bind(rate.interval_us())
         .bind(rate.tolerance_us())
+        .bind(max_wait.as_micros().min(i64::MAX as u128) as i64)
         .fetch_one(&self.pool)
         .await?;
-        Ok(if granted {
-            Ok(Permit {
-                slot,
-                waited: Duration::ZERO,
-            })
-        } else {
-            Err(Duration::from_micros(wait_us.max(1) as u64))
+        let wait = Duration::from_micros(wait_us.max(0) as u64);
+        if !granted {
+            return Err(LimiterError::Busy {
+                key: key.to_string(),
+                wait: wait.max(Duration::from_millis(1)),
+            });
+        }
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(Permit {
+            slot: at + chrono::Duration::microseconds(wait_us.max(0)),
+            waited: wait,
         })
+    }
+
+    /// Takes a slot of `key` only if one is free now: `Ok(Ok(permit))`, else `Ok(Err(wait))`
+    /// with how long until the next free slot. One statement either way.
+    pub async fn try_acquire(&self, key: &str) -> Result<Result<Permit, Duration>, LimiterError> {
+        match self.acquire_within(key, Duration::ZERO).await {
+            Ok(permit) => Ok(Ok(permit)),
+            Err(LimiterError::Busy { wait, .. }) => Ok(Err(wait)),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -19,7 +19,8 @@ pub struct DbConfig {
     /// Seconds to wait for a free connection before answering 503 / retrying.
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 20)]
     pub db_acquire_timeout_secs: u64,
-    /// Seconds to wait for a new connection to be established.
+    /// Seconds one attempt at the first connection (and database creation) may take; later
+    /// connections are bounded by the acquire timeout.
     #[arg(long, env = "DB_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
     pub db_connect_timeout_secs: u64,
     /// Server-side `statement_timeout` in milliseconds for every pooled connection.
@@ -50,6 +51,10 @@ impl DbConfig {
 
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_secs(self.db_acquire_timeout_secs)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.db_connect_timeout_secs.max(1))
     }
 }
 

@@ -75,6 +75,41 @@ pub async fn ensure_database(config: &DbConfig) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Attempts at the first connection of a process (the audit's settings: 5 tries, waits of 2,
+/// 4, 8 and 16 s between them): a database that is still starting (a compose stack coming up
+/// together, a failover) is waited for instead of the process exiting at once.
+pub const START_TRIES: u32 = 5;
+pub const START_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Creates the database if needed and connects, retrying as [`START_TRIES`] says; each attempt
+/// is bounded by `DB_CONNECT_TIMEOUT_SECS` (later connections of the pool by the acquire
+/// timeout).
+pub async fn connect_at_start(
+    config: &DbConfig,
+    application_name: &str,
+) -> Result<PgPool, DbError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let tried = tokio::time::timeout(config.connect_timeout(), async {
+            ensure_database(config).await?;
+            connect(config, application_name).await
+        })
+        .await
+        .unwrap_or_else(|_| Err(DbError::Sqlx(sqlx::Error::PoolTimedOut)));
+        match tried {
+            Ok(pool) => return Ok(pool),
+            Err(DbError::InvalidUrl(e)) => return Err(DbError::InvalidUrl(e)),
+            Err(error) if attempt < START_TRIES => {
+                let wait = START_BACKOFF * 2u32.pow(attempt - 1);
+                tracing::warn!(%error, attempt, wait_s = wait.as_secs(), "database not reachable yet; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// A pool with the configured size and timeouts. A connection that comes back to the pool
 /// still inside a transaction (a cancelled `begin`) is closed instead of reused.
 pub async fn connect(config: &DbConfig, application_name: &str) -> Result<PgPool, DbError> {

@@ -82,6 +82,7 @@ async fn fire(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    jobs::committed(std::slice::from_ref(&enqueued));
     Ok(Some(enqueued.job_id))
 }
 

@@ -59,6 +59,10 @@ pub struct WorkerConfig {
     /// Connections of the separate queue-engine pool (claims, outcomes, heartbeats).
     #[arg(long, env = "WORKER_ENGINE_POOL_SIZE", default_value_t = 4)]
     pub engine_pool_size: u32,
+    /// Claims and outcomes wait for their WAL flush (`synchronous_commit`); `false` trades
+    /// re-runs after a PostgreSQL crash for speed (see `jobs::engine::session_settings`).
+    #[arg(long, env = "WORKER_ENGINE_SYNC_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub engine_sync_commit: bool,
 }
 
 fn parse_concurrency(s: &str) -> Result<(String, usize), String> {
@@ -115,15 +119,14 @@ pub async fn run(
         .and_then(|r| r.with_cron_overrides(&config.cron))
         .map_err(anyhow::Error::msg)?;
     registry.validate().map_err(anyhow::Error::msg)?;
-    shared::db::ensure_database(&config.db).await?;
-    let pool = shared::db::connect(&config.db, "artsvao-worker").await?;
+    let pool = shared::db::connect_at_start(&config.db, "artsvao-worker").await?;
     jobs::engine::migrate(&pool).await?;
     let mut engine_db = config.db.clone();
     engine_db.db_pool_size = config.engine_pool_size.max(2);
     let engine_pool = shared::db::connect_lazy_with_settings(
         &engine_db,
         "artsvao-worker-engine",
-        jobs::engine::SESSION_SETTINGS,
+        &jobs::engine::session_settings(config.engine_sync_commit),
     )?;
 
     let limiter = jobs::Limiter::with_defaults(pool.clone(), &config.rate_limits);

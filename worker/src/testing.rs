@@ -26,11 +26,9 @@ pub async fn perform<J: Job>(
         .find(|k| k.spec.kind == J::KIND)
         .unwrap_or_else(|| panic!("{} is not registered", J::KIND))
         .clone();
-    let mut tx = db.begin().await.unwrap_or_else(|e| panic!("begin: {e}"));
-    let enqueued = jobs::enqueue(&mut tx, &Requester::system(), job)
+    let enqueued = jobs::enqueue_alone(db, &Requester::system(), job)
         .await
         .unwrap_or_else(|e| panic!("enqueue {}: {e}", J::KIND));
-    tx.commit().await.unwrap_or_else(|e| panic!("commit: {e}"));
     let process = format!("perform:{}", ulid::Ulid::generate());
     engine::register_worker(db, &process, &[J::KIND])
         .await
@@ -47,20 +45,25 @@ pub async fn perform<J: Job>(
         claimed.max_attempts as u32,
         claimed.requested_by,
         claimed.request_id.clone(),
+        claimed.lease,
+        J::TIMEOUT,
         db.clone(),
     );
     let result = (registered.handler)(claimed.payload, ctx).await;
     let outcome = match &result {
         Ok(v) => Outcome::Succeeded(v.clone()),
         Err(JobError::Cancelled) => Outcome::Cancelled,
+        Err(JobError::Snooze { reason, delay }) => Outcome::Snoozed {
+            reason: reason.clone(),
+            delay: *delay,
+        },
         Err(e) => Outcome::Failed(e.to_string()),
     };
     ledger::complete(
         db,
-        &process,
         &[Completion {
             id: claimed.id.clone(),
-            attempt: claimed.attempt,
+            lease: claimed.lease,
             outcome,
         }],
     )

@@ -49,8 +49,5 @@ pub async fn enqueue_for<J: jobs::Job>(
     headers: &HeaderMap,
     job: &J,
 ) -> Result<jobs::Enqueued, ApiError> {
-    let mut tx = app.db.begin().await?;
-    let enqueued = jobs::enqueue(&mut tx, &requester(user, headers), job).await?;
-    tx.commit().await?;
-    Ok(enqueued)
+    Ok(jobs::enqueue_alone(&app.db, &requester(user, headers), job).await?)
 }

@@ -93,6 +93,14 @@ impl TestApp {
         self.workers.push(tokio::spawn(runtime.run(stop)));
     }
 
+    /// Starts one more worker runtime whose jobs share `limiter` (global rate limits).
+    pub fn start_worker_with_limiter(&mut self, registry: Registry, limiter: jobs::Limiter) {
+        let runtime = Runtime::new(self.db.clone(), self.db.clone(), registry, fast_runtime())
+            .with_limiter(limiter);
+        let stop = self.shutdown.clone();
+        self.workers.push(tokio::spawn(runtime.run(stop)));
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         for w in self.workers {
@@ -161,6 +169,7 @@ impl TestApp {
         };
         let out = jobs::enqueue(&mut tx, &requester, &job).await.unwrap();
         tx.commit().await.unwrap();
+        jobs::committed(std::slice::from_ref(&out));
         out.job_id
     }
 

@@ -159,3 +159,43 @@ async fn a_5_second_database_outage_loses_no_job_and_the_workers_resume_by_thems
     db.close().await;
     drop((a, b));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_binaries_wait_for_a_database_that_is_not_up_yet() {
+    shared::telemetry::init_for_tests();
+    let cluster = PrivateCluster::start();
+    cluster.stop_server();
+    let url = cluster.url("artsvao");
+    let mut worker = WorkerProc::launch(&url, "replica-early", free_port(), &[]);
+    let config = api::ApiConfig::parse_from([
+        "artsvao-api",
+        "--database-url",
+        &url,
+        "--jwt-secret",
+        "outage-test-secret-long-enough-for-hs256-0123456789",
+    ]);
+    let api = tokio::spawn(async move { api::connect_and_migrate(&config.db).await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!api.is_finished(), "the api gave up instead of retrying");
+    cluster.start_server();
+    let pool = tokio::time::timeout(Duration::from_secs(40), api)
+        .await
+        .expect("the api connected once the database was up")
+        .unwrap()
+        .expect("connect_and_migrate");
+    worker.wait_ready().await;
+    assert!(
+        worker
+            .log_text()
+            .contains("database not reachable yet; retrying"),
+        "{}",
+        worker.log_text()
+    );
+    let one: i32 = sqlx::query_scalar("select 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+    pool.close().await;
+    drop(worker);
+}

@@ -59,6 +59,15 @@ impl WorkerProc {
         p
     }
 
+    /// Starts the process without waiting for it to be ready.
+    pub fn launch(db_url: &str, host: &str, port: u16, env: &[(&str, &str)]) -> Self {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(db_url, host, &format!("127.0.0.1:{port}"), env)
+    }
+
     fn spawn(db_url: &str, host: &str, addr: &str, env: Vec<(String, String)>) -> Self {
         let db = db_url.rsplit('/').next().unwrap();
         let log = log_dir().join(format!("{db}-{host}-{}.log", ulid_like()));
@@ -118,6 +127,15 @@ impl WorkerProc {
     pub async fn kill(&mut self) {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap();
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, …).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name}");
     }
 
     /// SIGTERM (graceful shutdown).
@@ -205,123 +223,83 @@ pub async fn running_on(db: &PgPool, kind: &str, host: &str) -> i64 {
     .unwrap()
 }
 
-/// A PostgreSQL cluster of its own (initdb into a temporary directory, as the `postgres` user
-/// when running as root), so a test can stop and start the server. Stopped when dropped.
-pub struct PrivateCluster {
+pub use bench::cluster::PrivateCluster;
+
+/// A TCP forwarder to a local port that a test can close (connections cut, new ones dropped
+/// at once) and open again: one process's own way to PostgreSQL failing while others' works.
+pub struct Proxy {
     pub port: u16,
-    dir: PathBuf,
-    bin: PathBuf,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
 }
 
-impl PrivateCluster {
-    pub fn start() -> Self {
-        let bin = pg_bin();
-        let dir = std::env::temp_dir().join(format!("artsvao-pg-{}", bench::now_us()));
-        std::fs::create_dir_all(&dir).unwrap();
-        if is_root() {
-            run(std::process::Command::new("chown")
-                .args(["postgres:postgres", dir.to_str().unwrap()]));
+impl Proxy {
+    pub async fn start(target: u16) -> Self {
+        use std::sync::{atomic::AtomicBool, Arc, Mutex};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (o, c) = (open.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !o.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                c.lock().unwrap().push(task);
+            }
+        });
+        Self {
+            port,
+            open,
+            conns,
+            accept,
         }
-        let data = dir.join("data");
-        run(as_postgres(&bin.join("initdb"))
-            .args([
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-N",
-            ])
-            .stdout(Stdio::null()));
-        let cluster = Self {
-            port: free_port(),
-            dir,
-            bin,
-        };
-        cluster.start_server();
-        cluster
     }
 
-    pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    /// Cuts every connection and refuses new ones until [`Proxy::open`].
+    pub fn close(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for task in self.conns.lock().unwrap().drain(..) {
+            task.abort();
+        }
     }
 
-    fn pg_ctl(&self) -> std::process::Command {
-        let mut c = as_postgres(&self.bin.join("pg_ctl"));
-        c.args(["-D", self.dir.join("data").to_str().unwrap()]);
-        c
-    }
-
-    pub fn start_server(&self) {
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.to_str().unwrap()
-        );
-        run(self
-            .pg_ctl()
-            .args([
-                "-w",
-                "-l",
-                self.dir.join("server.log").to_str().unwrap(),
-                "-o",
-                &opts,
-                "start",
-            ])
-            .stdout(Stdio::null()));
-    }
-
-    /// Fast shutdown: open sessions are disconnected, as in a crash of the server process.
-    pub fn stop_server(&self) {
-        run(self
-            .pg_ctl()
-            .args(["-w", "-m", "fast", "stop"])
-            .stdout(Stdio::null()));
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
-impl Drop for PrivateCluster {
+impl Drop for Proxy {
     fn drop(&mut self) {
-        let _ = self
-            .pg_ctl()
-            .args(["-w", "-m", "immediate", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.close();
+        self.accept.abort();
     }
 }
 
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn as_postgres(program: &std::path::Path) -> std::process::Command {
-    if is_root() {
-        let mut c = std::process::Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        std::process::Command::new(program)
-    }
-}
-
-fn pg_bin() -> PathBuf {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
-        .unwrap_or_default();
-    found.retain(|p| p.join("initdb").exists());
-    found.sort();
-    found
-        .pop()
-        .expect("PostgreSQL server binaries (initdb) under /usr/lib/postgresql/*/bin")
-}
-
-fn run(cmd: &mut std::process::Command) {
-    let status = cmd.status().unwrap();
-    assert!(status.success(), "{cmd:?} failed: {status}");
+/// How many times each job of `ids` was started, over the given worker logs ("job started"
+/// lines carry the job id in their span).
+pub fn starts_per_job(logs: &[String], ids: &[String]) -> Vec<(String, usize)> {
+    ids.iter()
+        .map(|id| {
+            let n = logs
+                .iter()
+                .flat_map(|l| l.lines())
+                .filter(|l| l.contains("job started") && l.contains(id.as_str()))
+                .count();
+            (id.clone(), n)
+        })
+        .collect()
 }

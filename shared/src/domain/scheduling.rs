@@ -224,14 +224,27 @@ pub async fn write(
 }
 
 /// What exists of a plan now, whoever wrote it: (lessons, roster rows). A re-run whose write
-/// inserted nothing still reports what its earlier run created.
-pub async fn existing(db: impl PgExecutor<'_>, plan_id: Uuid) -> Result<(i64, i64), DomainError> {
-    Ok(sqlx::query_as(
-        "select count(*),
-                coalesce(sum((select count(*) from lesson_enrolments e where e.lesson_id = l.id)), 0)::bigint
-         from lessons l where l.plan_id = $1",
+/// inserted nothing still reports what its earlier run created. `this_run` is what the caller
+/// just wrote in the same transaction: when it accounts for every lesson of the plan, the
+/// rosters are its own and are not counted again (that count reads every roster row).
+pub async fn existing(
+    conn: &mut PgConnection,
+    plan_id: Uuid,
+    this_run: Written,
+) -> Result<(i64, i64), DomainError> {
+    let lessons: i64 = sqlx::query_scalar("select count(*) from lessons where plan_id = $1")
+        .bind(plan_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    if lessons == this_run.lessons {
+        return Ok((lessons, this_run.expected));
+    }
+    let rosters: i64 = sqlx::query_scalar(
+        "select count(*) from lesson_enrolments e join lessons l on l.id = e.lesson_id
+         where l.plan_id = $1",
     )
     .bind(plan_id)
-    .fetch_one(db)
-    .await?)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((lessons, rosters))
 }

@@ -42,9 +42,9 @@ pub async fn bulk_schedule(job: BulkSchedule, ctx: JobContext) -> Result<Schedul
     };
     if job.mode == Mode::AllOrNothing && !clashes.is_empty() {
         report.clashes = clashes;
-        drop(tx);
         (report.plan_lessons, report.plan_enrolments) =
-            scheduling::existing(ctx.db(), job.plan_id).await?;
+            scheduling::existing(&mut tx, job.plan_id, Default::default()).await?;
+        drop(tx);
         tracing::info!(
             clashes = report.clashes.len(),
             "bulk schedule refused: clashes"
@@ -71,11 +71,12 @@ pub async fn bulk_schedule(job: BulkSchedule, ctx: JobContext) -> Result<Schedul
     if job.dry_run {
         // What really exists: the dry run's own writes are rolled back.
         tx.rollback().await?;
+        let mut conn = ctx.db().acquire().await?;
         (report.plan_lessons, report.plan_enrolments) =
-            scheduling::existing(ctx.db(), job.plan_id).await?;
+            scheduling::existing(&mut conn, job.plan_id, Default::default()).await?;
     } else {
         (report.plan_lessons, report.plan_enrolments) =
-            scheduling::existing(&mut *tx, job.plan_id).await?;
+            scheduling::existing(&mut tx, job.plan_id, written).await?;
         tx.commit().await?;
     }
     mark("committed", &mut phases);

@@ -1,52 +1,151 @@
-//! Records outcomes in batches: whatever accumulated while the previous batch was written
-//! goes in the next one (no added latency when idle, few transactions under load).
-use std::time::Duration;
-
-use jobs::ledger::{self, Completion};
+//! Records outcomes in batches: whatever accumulated while the previous batch was written goes
+//! in the next one (no added latency when idle, few transactions under load).
+//!
+//! One bad outcome fails one job, never a batch: a write the database refuses for what it
+//! contains (SQLSTATE classes 22, 23 — a NUL in a result, say) is split in halves until the
+//! offender is alone, and that job is recorded as failed with a readable error while the
+//! others are recorded as they are. "Database unavailable" (connection, pool, admin shutdown,
+//! timeouts) is retried with capped backoff and never given up while the process runs; only
+//! at shutdown, past the flush deadline, are unwritten outcomes left (those jobs run again
+//! after their lease expires). Outcomes whose lease was taken over are fenced by the write
+//! itself and counted (`jobs_outcomes_fenced_total`).
+use jobs::ledger::{self, Completion, Outcome};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::Throttled;
+use super::{db_backoff, Throttled};
 
-/// Records outcomes in batches: whatever accumulated while the previous batch was written
-/// goes in the next one (no added latency when idle, few transactions under load). A failed
-/// write is retried with capped backoff; the outcomes stay in memory meanwhile.
+/// Most outcomes written by one statement.
+const BATCH: usize = 1000;
+
 pub(super) async fn completer(
     pool: PgPool,
-    process: String,
     mut rx: mpsc::UnboundedReceiver<Completion>,
+    give_up: CancellationToken,
 ) {
-    use backon::{ExponentialBuilder, Retryable};
     let mut log = Throttled::new("recording job outcomes");
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
-        while batch.len() < 1000 {
+        while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(c) => batch.push(c),
                 Err(_) => break,
             }
         }
-        let completions = batch;
-        {
-            let write = || async { ledger::complete(&pool, &process, &completions).await };
-            let result = write
-                .retry(
-                    ExponentialBuilder::default()
-                        .with_min_delay(Duration::from_millis(100))
-                        .with_max_delay(Duration::from_secs(5))
-                        .with_max_times(60)
-                        .with_jitter(),
-                )
-                .notify(|error, _| log.error(error))
-                .await;
-            match result {
-                Ok(_) => log.recovered(),
-                Err(error) => tracing::error!(
-                    %error,
-                    lost = completions.len(),
-                    "giving up recording outcomes; the jobs will re-run after their lease expires"
-                ),
+        record(&pool, batch, &give_up, &mut log).await;
+    }
+}
+
+/// Whether the error says the database could not be reached or could not run the statement
+/// now (retry), as opposed to refusing what the statement carries (isolate the offender).
+pub(crate) fn unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // 08 connection, 53 resources, 57 operator intervention (shutdown, statement
+            // timeout), 40 serialization / deadlock, 55P03 lock not available, 58 system.
+            ["08", "53", "57", "40", "58"]
+                .iter()
+                .any(|class| code.starts_with(class))
+                || code == "55P03"
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+async fn record(
+    pool: &PgPool,
+    batch: Vec<Completion>,
+    give_up: &CancellationToken,
+    log: &mut Throttled,
+) {
+    let mut pending = vec![batch];
+    let mut failures = 0u32;
+    while let Some(part) = pending.pop() {
+        match ledger::complete(pool, &part).await {
+            Ok(recorded) => {
+                log.recovered();
+                failures = 0;
+                let fenced = part.len() - recorded.len();
+                if fenced > 0 {
+                    metrics::counter!("jobs_outcomes_fenced_total").increment(fenced as u64);
+                    let ids: Vec<&str> = part
+                        .iter()
+                        .map(|c| c.id.as_str())
+                        .filter(|id| !recorded.iter().any(|r| r == id))
+                        .collect();
+                    tracing::warn!(
+                        jobs = ?ids,
+                        "outcomes discarded: these runs no longer held their jobs (re-queued)"
+                    );
+                }
+            }
+            Err(error) if unavailable(&error) => {
+                log.error(&error);
+                failures += 1;
+                pending.push(part);
+                let wait = tokio::select! {
+                    _ = tokio::time::sleep(db_backoff(failures)) => true,
+                    _ = give_up.cancelled() => false,
+                };
+                if !wait {
+                    let ids: Vec<&str> = pending.iter().flatten().map(|c| c.id.as_str()).collect();
+                    tracing::error!(
+                        %error,
+                        jobs = ?ids,
+                        "shutting down with outcomes unwritten (database unavailable); these jobs run again after their lease expires"
+                    );
+                    return;
+                }
+            }
+            Err(error) if part.len() > 1 => {
+                tracing::warn!(%error, outcomes = part.len(), "an outcome was refused; isolating it");
+                let mut part = part;
+                let second = part.split_off(part.len() / 2);
+                pending.push(second);
+                pending.push(part);
+            }
+            Err(error) => {
+                let Some(c) = part.into_iter().next() else {
+                    continue;
+                };
+                tracing::error!(job.id = %c.id, %error, "the job's outcome was refused; recording it as failed");
+                metrics::counter!("jobs_outcomes_refused_total").increment(1);
+                let message = format!("the job's outcome could not be stored: {error}")
+                    .replace('\0', "\u{FFFD}");
+                let failed = Completion {
+                    outcome: Outcome::Failed(message),
+                    ..c
+                };
+                if let Err(error) = ledger::complete(pool, std::slice::from_ref(&failed)).await {
+                    if unavailable(&error) {
+                        pending.push(vec![failed]);
+                    } else {
+                        tracing::error!(job.id = %failed.id, %error, "could not record the failure either; the job runs again after its lease expires");
+                    }
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_trouble_is_retried_and_data_errors_are_isolated() {
+        assert!(unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(unavailable(&sqlx::Error::Io(std::io::Error::other(
+            "reset"
+        ))));
+        assert!(!unavailable(&sqlx::Error::RowNotFound));
     }
 }

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    execute::{run_one, RunOne},
+    execute::{run_one, RunOne, Running},
     DbRetry, Health, RuntimeConfig,
 };
 use crate::registry::Registered;
@@ -26,6 +26,7 @@ pub(super) struct Dispatch {
     pub(super) limiter: Limiter,
     pub(super) jobs: TaskTracker,
     pub(super) hard_stop: CancellationToken,
+    pub(super) running: Running,
 }
 
 /// One loop per kind: wait for a free slot, claim as many jobs as there are free slots, start
@@ -64,6 +65,7 @@ pub(super) async fn dispatch(ctx: Dispatch, shutdown: CancellationToken) {
                         limiter: ctx.limiter.clone(),
                         waker: ctx.waker.clone(),
                         hard_stop: ctx.hard_stop.clone(),
+                        running: ctx.running.clone(),
                         job,
                     });
                     ctx.jobs.spawn(async move {

@@ -1,8 +1,11 @@
-//! Runs one claimed attempt: the handler under the kind's timeout (and the shutdown's hard
-//! stop), panics caught, the result classified into an outcome for the completer.
+//! Runs one claimed attempt: the handler under the kind's timeout, the shutdown's hard stop and
+//! its own stop (the heartbeat found its lease taken over), panics caught, the result
+//! classified into an outcome for the completer — or into nothing, for a run that lost its
+//! lease: it must write nothing.
 use std::{
+    collections::HashMap,
     panic::AssertUnwindSafe,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -15,8 +18,51 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::registry::Registered;
+
+/// The jobs running in this process: id → (lease, stop). The heartbeat asks the ledger whether
+/// their leases still hold and stops the runs that lost theirs.
+#[derive(Clone, Default)]
+pub(crate) struct Running(Arc<Mutex<HashMap<String, (Uuid, CancellationToken)>>>);
+
+impl Running {
+    fn start(&self, id: &str, lease: Uuid) -> CancellationToken {
+        let stop = CancellationToken::new();
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(id.to_string(), (lease, stop.clone()));
+        }
+        stop
+    }
+
+    fn end(&self, id: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(id);
+        }
+    }
+
+    /// `(id, lease)` of every running job.
+    pub(crate) fn leases(&self) -> Vec<(String, Uuid)> {
+        self.0
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(id, (lease, _))| (id.clone(), *lease))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Stops the run of `id` (its lease is lost).
+    pub(crate) fn stop(&self, id: &str) {
+        if let Ok(map) = self.0.lock() {
+            if let Some((_, stop)) = map.get(id) {
+                stop.cancel();
+            }
+        }
+    }
+}
 
 pub(super) struct RunOne {
     pub(super) pool: PgPool,
@@ -25,12 +71,22 @@ pub(super) struct RunOne {
     pub(super) limiter: Limiter,
     pub(super) waker: Arc<Notify>,
     pub(super) hard_stop: CancellationToken,
+    pub(super) running: Running,
     pub(super) job: Claimed,
 }
 
 pub(super) async fn run_one(r: RunOne) {
-    let spec = r.registered.spec;
-    let job = r.job;
+    let RunOne {
+        pool,
+        registered,
+        done,
+        limiter,
+        waker,
+        hard_stop,
+        running,
+        job,
+    } = r;
+    let spec = registered.spec;
     let attempt = job.attempt.max(1) as u32;
     let max_attempts = job.max_attempts.max(1) as u32;
     // ERROR level: the span (and its ids) stays on every line whatever the log filter.
@@ -44,36 +100,42 @@ pub(super) async fn run_one(r: RunOne) {
     async move {
         let outcome = if job.cancel_requested {
             tracing::info!("cancel requested before start");
-            Outcome::Cancelled
+            Some(Outcome::Cancelled)
         } else if attempt > max_attempts {
             tracing::warn!("attempts exhausted by lost workers");
-            Outcome::Failed(format!(
+            Some(Outcome::Failed(format!(
                 "gave up after {max_attempts} attempts: the worker running it was lost"
-            ))
+            )))
         } else {
-            execute(
-                &r.pool,
-                &r.limiter,
-                &r.registered,
-                &job,
-                attempt,
-                max_attempts,
-                &r.hard_stop,
-            )
-            .await
+            let lost = running.start(&job.id, job.lease);
+            let run = Run {
+                pool: &pool,
+                registered: &registered,
+                limiter: &limiter,
+                hard_stop: &hard_stop,
+                lost: &lost,
+            };
+            let outcome = execute(run, &job, attempt, max_attempts).await;
+            running.end(&job.id);
+            outcome
         };
-        if let Outcome::Retry { delay, .. } = &outcome {
-            // Wake this kind's dispatcher when the retry is due instead of waiting for a poll.
-            let waker = r.waker.clone();
+        let Some(outcome) = outcome else {
+            // The lease was lost: another run owns the job now. Nothing is recorded.
+            return;
+        };
+        if let Outcome::Retry { delay, .. } | Outcome::Snoozed { delay, .. } = &outcome {
+            // Wake this kind's dispatcher when the job is due again instead of waiting for a
+            // poll.
+            let waker = waker.clone();
             let delay = *delay;
             tokio::spawn(async move {
                 tokio::time::sleep(delay + Duration::from_millis(5)).await;
                 waker.notify_one();
             });
         }
-        let _ = r.done.send(Completion {
+        let _ = done.send(Completion {
             id: job.id.clone(),
-            attempt: job.attempt,
+            lease: job.lease,
             outcome,
         });
     }
@@ -81,16 +143,28 @@ pub(super) async fn run_one(r: RunOne) {
     .await
 }
 
-async fn execute(
-    pool: &PgPool,
-    limiter: &Limiter,
-    registered: &Registered,
-    job: &Claimed,
-    attempt: u32,
-    max_attempts: u32,
-    hard_stop: &CancellationToken,
-) -> Outcome {
-    let spec = registered.spec;
+/// Texts go into PostgreSQL `text`, which refuses NUL: a handler's error message with one
+/// would otherwise fail the outcome's write.
+fn readable(message: String) -> String {
+    if message.contains('\0') {
+        message.replace('\0', "\u{FFFD}")
+    } else {
+        message
+    }
+}
+
+/// What one attempt runs with.
+struct Run<'a> {
+    pool: &'a PgPool,
+    registered: &'a Registered,
+    limiter: &'a Limiter,
+    hard_stop: &'a CancellationToken,
+    /// Cancelled when the heartbeat finds the lease taken over.
+    lost: &'a CancellationToken,
+}
+
+async fn execute(r: Run<'_>, job: &Claimed, attempt: u32, max_attempts: u32) -> Option<Outcome> {
+    let spec = r.registered.spec;
     let ctx = JobContext::new(
         job.id.clone(),
         spec.kind,
@@ -98,19 +172,22 @@ async fn execute(
         max_attempts,
         job.requested_by,
         job.request_id.clone(),
-        pool.clone(),
+        job.lease,
+        spec.timeout,
+        r.pool.clone(),
     )
-    .with_limiter(limiter.clone());
+    .with_limiter(r.limiter.clone());
     metrics::counter!("jobs_started_total", "kind" => spec.kind).increment(1);
     tracing::info!("job started");
     let started = Instant::now();
-    let handler = AssertUnwindSafe((registered.handler)(job.payload.clone(), ctx)).catch_unwind();
+    let handler = AssertUnwindSafe((r.registered.handler)(job.payload.clone(), ctx)).catch_unwind();
     let result = tokio::select! {
         r = tokio::time::timeout(spec.timeout, handler) => r,
-        _ = hard_stop.cancelled() => {
+        _ = r.hard_stop.cancelled() => {
             tracing::warn!("released unfinished at shutdown");
-            return Outcome::Released;
+            return Some(Outcome::Released);
         }
+        _ = r.lost.cancelled() => Ok(Ok(Err(JobError::LeaseLost))),
     };
     let elapsed = started.elapsed();
     metrics::histogram!("job_run_seconds", "kind" => spec.kind).record(elapsed.as_secs_f64());
@@ -118,7 +195,7 @@ async fn execute(
         Ok(Ok(Ok(value))) => {
             metrics::counter!("jobs_succeeded_total", "kind" => spec.kind).increment(1);
             tracing::info!(elapsed_ms = elapsed.as_millis() as u64, "job succeeded");
-            return Outcome::Succeeded(value);
+            return Some(Outcome::Succeeded(value));
         }
         Ok(Ok(Err(error))) => error,
         Ok(Err(_panic)) => {
@@ -129,21 +206,35 @@ async fn execute(
             spec.timeout.as_secs_f64()
         )),
     };
-    match error {
+    Some(match error {
         JobError::Cancelled => {
             metrics::counter!("jobs_cancelled_total", "kind" => spec.kind).increment(1);
             tracing::info!("job cancelled");
             Outcome::Cancelled
         }
+        JobError::LeaseLost => {
+            metrics::counter!("jobs_lease_lost_total", "kind" => spec.kind).increment(1);
+            tracing::warn!("lease lost: the job was re-queued and may run elsewhere; this run stops and records nothing");
+            return None;
+        }
+        JobError::Snooze { reason, delay } => {
+            metrics::counter!("jobs_snoozed_total", "kind" => spec.kind).increment(1);
+            tracing::info!(%reason, delay_ms = delay.as_millis() as u64, "job snoozed");
+            Outcome::Snoozed {
+                reason: readable(reason),
+                delay,
+            }
+        }
         JobError::Permanent(message) => {
             metrics::counter!("jobs_failed_total", "kind" => spec.kind).increment(1);
             tracing::error!(error = %message, "job failed permanently");
-            Outcome::Failed(message)
+            Outcome::Failed(readable(message))
         }
         JobError::Transient {
             message,
             retry_after,
         } => {
+            let message = readable(message);
             if attempt >= max_attempts {
                 metrics::counter!("jobs_failed_total", "kind" => spec.kind).increment(1);
                 tracing::error!(error = %message, "job failed: attempts exhausted");
@@ -158,5 +249,5 @@ async fn execute(
                 }
             }
         }
-    }
+    })
 }

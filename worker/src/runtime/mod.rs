@@ -26,7 +26,10 @@ mod execute;
 mod heartbeat;
 mod listen;
 
-pub(crate) use db_retry::{DbRetry, Throttled};
+pub(crate) use db_retry::{db_backoff, DbRetry, Throttled};
+
+/// How long the last outcomes may take to be written at shutdown, after the running jobs.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Timing of the runtime. Defaults: poll 1 s, heartbeat 3 s, a worker unseen for 15 s is dead
 /// (its jobs re-run elsewhere well within 30 s), shutdown waits 30 s for running jobs.
@@ -116,8 +119,10 @@ impl Runtime {
         self.health.clone()
     }
 
-    /// Runs until `shutdown` is cancelled, then drains: running jobs get `shutdown_timeout` to
-    /// finish, the rest are released back to the queue; nothing is lost.
+    /// Runs until `shutdown` is cancelled, then drains: running jobs get `shutdown_timeout`
+    /// (counted from the signal) to finish, the rest are released back to the queue; the last
+    /// outcomes get [`FLUSH_TIMEOUT`] more to be written. Nothing is lost: whatever is not
+    /// recorded runs again after its lease expires.
     pub async fn run(self, shutdown: CancellationToken) {
         let kinds = self.registry.kinds();
         tracing::info!(process = %self.process, ?kinds, "worker runtime starting");
@@ -127,16 +132,22 @@ impl Runtime {
                 .map(|k| (*k, Arc::new(Notify::new())))
                 .collect(),
         );
+        for kind in &kinds {
+            // Zero until the first scrape says otherwise: a drained kind shows 0, not nothing.
+            metrics::gauge!("jobs_queued", "kind" => *kind).set(0.0);
+        }
 
         self.register_until_ok(&shutdown).await;
 
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
         let background = CancellationToken::new();
+        let give_up_outcomes = CancellationToken::new();
         let completer = tokio::spawn(completer::completer(
             self.engine_pool.clone(),
-            self.process.clone(),
             done_rx,
+            give_up_outcomes.clone(),
         ));
+        let running = execute::Running::default();
         // The sweeper re-queues a job of a kind run here when it is still marked running past
         // its timeout plus the dead-worker delay (the runtime itself stops attempts at the
         // timeout, so only a lost outcome or a wedged thread gets there).
@@ -147,13 +158,16 @@ impl Runtime {
             .map(|k| (k.spec.kind, k.spec.timeout + self.config.dead_after))
             .collect();
         let heartbeat = tokio::spawn(heartbeat::heartbeat(
-            self.engine_pool.clone(),
-            self.process.clone(),
-            kinds.clone(),
-            stuck_after,
-            self.config.clone(),
-            self.health.clone(),
-            wakers.clone(),
+            heartbeat::Heartbeat {
+                pool: self.engine_pool.clone(),
+                process: self.process.clone(),
+                kinds: kinds.clone(),
+                stuck_after,
+                config: self.config.clone(),
+                health: self.health.clone(),
+                wakers: wakers.clone(),
+                running: running.clone(),
+            },
             background.clone(),
         ));
         let listener = tokio::spawn(listen::listen(
@@ -192,18 +206,23 @@ impl Runtime {
                 limiter: self.limiter.clone(),
                 jobs: jobs.clone(),
                 hard_stop: hard_stop.clone(),
+                running: running.clone(),
             };
             dispatchers.push(tokio::spawn(dispatch::dispatch(ctx, shutdown.clone())));
         }
         drop(done_tx);
 
         shutdown.cancelled().await;
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
         tracing::info!("stopping: no new jobs; waiting for running ones");
         for d in dispatchers.into_iter().chain(crons) {
-            let _ = d.await;
+            // A dispatcher or a cron tick waiting on the database must not eat the grace.
+            if tokio::time::timeout_at(deadline, d).await.is_err() {
+                tracing::warn!("a claim loop did not stop in time");
+            }
         }
         jobs.close();
-        if tokio::time::timeout(self.config.shutdown_timeout, jobs.wait())
+        if tokio::time::timeout_at(deadline, jobs.wait())
             .await
             .is_err()
         {
@@ -214,13 +233,25 @@ impl Runtime {
             hard_stop.cancel();
             jobs.wait().await;
         }
-        // Every sender is gone once the jobs finished: the completer flushes and returns.
-        let _ = completer.await;
+        // Every sender is gone once the jobs finished: the completer flushes and returns —
+        // within the flush bound, even with the database away.
+        let flush = tokio::time::sleep(FLUSH_TIMEOUT);
+        tokio::pin!(flush);
+        let mut completer = completer;
+        tokio::select! {
+            _ = &mut completer => {}
+            _ = &mut flush => {
+                give_up_outcomes.cancel();
+                let _ = completer.await;
+            }
+        }
         background.cancel();
         let _ = heartbeat.await;
         let _ = listener.await;
-        if let Err(error) = engine::deregister_worker(&self.engine_pool, &self.process).await {
-            tracing::warn!(%error, "could not mark worker rows dead; they expire by heartbeat");
+        let deregister = engine::deregister_worker(&self.engine_pool, &self.process, &kinds);
+        match tokio::time::timeout(Duration::from_secs(2), deregister).await {
+            Ok(Ok(())) => {}
+            _ => tracing::warn!("could not mark worker rows dead; they expire by heartbeat"),
         }
         tracing::info!("worker runtime stopped");
     }
