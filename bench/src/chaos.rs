@@ -220,9 +220,14 @@ pub async fn run(jobs: usize, budget: Duration) -> anyhow::Result<()> {
         )
     };
     let lost = lost + (jobs as i64 - in_ledger);
+    let missing = jobs as i64 - effects as i64;
     println!(
-        "chaos: {kills} kills, 1 PostgreSQL restart, 1 outage; {:.0} s; provider received {effects} distinct calls; {unknown} jobs ended 'effect unknown' (a call in flight when its worker died: never repeated)",
+        "chaos: {kills} kills, 1 PostgreSQL restart, 1 outage; {:.0} s; provider received {effects} distinct calls; {unknown} jobs ended 'effect unknown' (their worker died between committing the key and learning the call's fate: never repeated), of which {missing} never reached the provider (at most once, by design)",
         started.elapsed().as_secs_f64()
+    );
+    anyhow::ensure!(
+        missing <= unknown,
+        "{missing} effects missing but only {unknown} jobs say their effect is unknown"
     );
     println!(
         "chaos: jobs={jobs} lost={lost} non_terminal={non_terminal} duplicate_effects={duplicates} executions={executions}"

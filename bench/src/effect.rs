@@ -71,6 +71,8 @@ pub async fn perform(job: Effect, ctx: JobContext) -> Result<Value, JobError> {
         .await?;
     tx.commit().await?;
 
+    // The key is ours; a run that lost its lease since (paused right here) must not call.
+    ctx.check_lease().await?;
     let sent = http()
         .post(format!("{provider}/calls"))
         .json(&json!({"key": ctx.id, "pid": pid}))

@@ -27,7 +27,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// `VmRSS` and `VmHWM` (peak) of a process, in MB.
-fn rss_mb(pid: u32) -> anyhow::Result<(f64, f64)> {
+pub(crate) fn rss_mb(pid: u32) -> anyhow::Result<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> f64 {
         status

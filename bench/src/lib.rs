@@ -73,9 +73,17 @@ impl Job for Tick {
     const TIMEOUT: Duration = Duration::from_secs(10);
 }
 
-/// Production kinds and schedules plus the test kinds; `test_tick` schedule off by default.
-pub fn registry() -> Registry {
-    Registry::production(jobs::kinds::maintenance::DEFAULT_RETENTION_DAYS)
+/// [`registry`] with the default configuration (no provider configured), for in-process tests.
+pub fn default_registry() -> Registry {
+    use clap::Parser;
+    registry(&worker::WorkerConfig::parse_from(["artsvao-testworker"]))
+}
+
+/// Production kinds and schedules (with the providers `config` names) plus the test kinds;
+/// `test_tick` schedule off by default.
+pub fn registry(config: &worker::WorkerConfig) -> Registry {
+    let integrations = worker::clients::Integrations::from_config(&config.integrations);
+    Registry::production(config.retention_days, &integrations)
         .register::<Noop, _, _, _>(200, |_job, _ctx: JobContext| async move {
             Ok::<Value, JobError>(json!({ "started_us": now_us() }))
         })

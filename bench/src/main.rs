@@ -23,6 +23,7 @@ use tokio::process::{Child, Command};
 mod api_bench;
 mod chaos;
 mod export_bench;
+mod import_bench;
 mod schedule_bench;
 
 #[derive(Parser)]
@@ -33,10 +34,14 @@ mod schedule_bench;
 struct Args {
     /// `queue`: drain and pickup of the job runtime; `api`: CRM list endpoints under load;
     /// `export`: the timesheet export (writing alone, and the whole job in a worker process);
-    /// `schedule`: bulk scheduling against a loop of single-row inserts; `chaos`: the soak of
+    /// `schedule`: bulk scheduling against a loop of single-row inserts; `timepad`: the Timepad
+    /// import of 50,000 orders from the fakes; `chaos`: the soak of
     /// the runtime under failure (a private PostgreSQL cluster, not `DATABASE_URL`).
-    #[arg(default_value = "queue", value_parser = ["queue", "api", "export", "schedule", "chaos"])]
+    #[arg(default_value = "queue", value_parser = ["queue", "api", "export", "schedule", "timepad", "chaos"])]
     what: String,
+    /// timepad: orders to import.
+    #[arg(long, default_value_t = 50_000)]
+    orders: usize,
     /// chaos: jobs to run.
     #[arg(long, default_value_t = 10_000)]
     chaos_jobs: usize,
@@ -320,6 +325,7 @@ async fn main() -> anyhow::Result<()> {
         let result = match args.what.as_str() {
             "api" => api_bench::run(&db, &url, args.concurrency, args.requests).await,
             "export" => export_bench::run(&db, &url).await,
+            "timepad" => import_bench::run(&db, &url, args.orders).await,
             _ => schedule_bench::run(&db, &url).await,
         };
         db.close().await;

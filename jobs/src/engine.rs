@@ -127,10 +127,10 @@ pub(crate) mod sql {
             returning j.id, j.attempts, j.run_at, o.outcome, o.result, o.error
         )";
 
-    /// `limits`, `stale`, `requeued`: jobs held by workers unseen for `$1` (an interval), or of
-    /// the kinds `$2` locked longer than their `$3` milliseconds, put back to pending.
-    /// `requeued` yields `id, reason`.
-    pub const RECLAIM: &str = "
+    /// `limits`, `stale`: jobs held by workers unseen for `$1` (an interval), or of the kinds
+    /// `$2` locked longer than their `$3` milliseconds, their engine rows locked (skipping
+    /// rows others hold). `stale` yields `id, reason`. [`REQUEUE`] follows.
+    pub const RECLAIM_STALE: &str = "
         limits as (
             select * from unnest($2::text[], $3::bigint[]) as l(kind, stuck_ms)
         ), stale as (
@@ -146,9 +146,14 @@ pub(crate) mod sql {
                               where l.kind = j.job_type
                                 and j.lock_at < now() - l.stuck_ms * interval '1 millisecond'))
             for update of j skip locked
-        ), requeued as (
+        )";
+
+    /// `requeued`: the `stale` jobs whose ids the CTE `ledger_locked` lists, back to pending
+    /// with no lease. Yields `id, reason`.
+    pub const REQUEUE: &str = "
+        requeued as (
             update apalis.jobs j set status = 'Pending', lock_by = null, lock_at = null, lease = null
-            from stale where j.id = stale.id
+            from stale where j.id = stale.id and j.id in (select id from ledger_locked)
             returning j.id, stale.reason
         )";
 

@@ -10,7 +10,8 @@ pub enum JobError {
     #[error("{message}")]
     Transient {
         message: String,
-        /// The remote side asked us to wait at least this long (`Retry-After`).
+        /// The remote side asked us to wait this long (`Retry-After`): the job snoozes that
+        /// long instead of using an attempt.
         retry_after: Option<Duration>,
     },
     #[error("{0}")]

@@ -276,15 +276,15 @@ pub async fn store_artifact(
     Ok(stored.rows_affected() == 1)
 }
 
-/// Of the given running jobs `(id, lease)`, the ids whose lease is no longer held (re-queued
-/// while this process could not beat, and maybe running elsewhere).
+/// Of the given runs `(id, lease)`, those whose lease is no longer held (re-queued while this
+/// process could not beat, and maybe running elsewhere).
 pub async fn lost_leases(
     db: impl PgExecutor<'_>,
     held: &[(String, Uuid)],
-) -> Result<Vec<String>, sqlx::Error> {
+) -> Result<Vec<(String, Uuid)>, sqlx::Error> {
     let (ids, leases): (Vec<String>, Vec<Uuid>) = held.iter().cloned().unzip();
-    sqlx::query_scalar(
-        "select h.id from unnest($1::text[], $2::uuid[]) as h(id, lease)
+    sqlx::query_as(
+        "select h.id, h.lease from unnest($1::text[], $2::uuid[]) as h(id, lease)
          left join job_runs r on r.id = h.id
          where r.lease is distinct from h.lease",
     )
@@ -531,14 +531,21 @@ pub async fn reclaim_orphans(
         .iter()
         .map(|(_, d)| d.as_millis() as i64)
         .collect();
+    // Ledger rows are locked after their engine rows, skipping rows others hold: a run holding
+    // its ledger row (`ctx.fence`, maybe paused mid-transaction) delays its own re-queue to a
+    // later beat instead of blocking this statement (and this worker's heartbeat) on it.
     let statement = format!(
-        "with {reclaim}
+        "with {stale}, ledger_locked as (
+             select r.id from job_runs r where r.id in (select id from stale)
+             for update skip locked
+         ), {requeue}
          update job_runs r
          set state = 'queued', error = q.reason || ' during attempt ' || r.attempts || '; re-queued',
              lease = null, updated_at = now()
          from requeued q where r.id = q.id and r.state = 'running'
          returning r.id, q.reason",
-        reclaim = sql::RECLAIM
+        stale = sql::RECLAIM_STALE,
+        requeue = sql::REQUEUE
     );
     sqlx::query_as(sqlx::AssertSqlSafe(statement))
         .bind(format!("{} milliseconds", dead_after.as_millis()))

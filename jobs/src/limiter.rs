@@ -105,6 +105,9 @@ pub const DEFAULT_LIMITS: &[(&str, &str)] = &[
     ("email:day", "500/1d"),
     ("novofon", "100/1m"),
     ("pyrus", "5000/10m"),
+    // Timepad publishes no number ("requests per minute are limited"); clients in the wild
+    // pace themselves at a page every few seconds. One a second, bursts of 10.
+    ("timepad", "60/1m,burst=10"),
 ];
 
 /// `key=RATE` as in `WORKER_RATE_LIMITS` (`telegram=25/1s,burst=5`).
@@ -226,9 +229,10 @@ impl Limiter {
     }
 
     /// Takes a slot of `key` if one is free within `max_wait`, sleeping until it; otherwise
-    /// takes nothing and answers [`LimiterError::Busy`] with how long until the next free slot
-    /// (a job snoozes that long instead of holding a worker, and reserves no slot it would not
-    /// use). One statement either way.
+    /// takes nothing and answers [`LimiterError::Busy`] with how long to wait: the caller's turn
+    /// in the key's waiting line (a job snoozes that long instead of holding a worker; it
+    /// reserves no slot it would not use, and waiters come back one interval apart rather than
+    /// all at once). One statement either way.
     pub async fn acquire_within(
         &self,
         key: &str,
@@ -236,22 +240,32 @@ impl Limiter {
     ) -> Result<Permit, LimiterError> {
         let rate = self.rate(key)?;
         // g = max(tat, now) is when the key's schedule is free; a slot is allowed `tolerance`
-        // (the burst) ahead of it. Granted: tat moves one interval on; not granted: unchanged.
+        // (the burst) ahead of it. Granted: tat moves one interval on. Not granted: tat stays,
+        // and the caller takes a turn in the waiting line — at the line's end or the next free
+        // slot, whichever is later — which moves the line's end one interval on.
         let (granted, at, wait_us): (bool, DateTime<Utc>, i64) = sqlx::query_as(
             "insert into rate_limits as r (key, tat, seen_at, granted)
              select $1, n.c + $2 * interval '1 microsecond', n.c, true
              from (select clock_timestamp() as c) n
              on conflict (key) do update
-                 set (tat, seen_at, granted) = (
-                     select case when m.g - ($3 + $4) * interval '1 microsecond' <= n.c
+                 set (tat, seen_at, granted, line) = (
+                     select case when m.free <= n.c + $4 * interval '1 microsecond'
                                  then m.g + $2 * interval '1 microsecond' else r.tat end,
                             n.c,
-                            m.g - ($3 + $4) * interval '1 microsecond' <= n.c
+                            m.free <= n.c + $4 * interval '1 microsecond',
+                            case when m.free <= n.c + $4 * interval '1 microsecond' then r.line
+                                 else greatest(coalesce(r.line, m.free), m.free)
+                                      + $2 * interval '1 microsecond' end
                      from (select clock_timestamp() as c) n,
-                          lateral (select greatest(r.tat, n.c) as g) m)
+                          lateral (select greatest(r.tat, n.c) as g) g0,
+                          lateral (select g0.g as g,
+                                          g0.g - $3 * interval '1 microsecond' as free) m)
              returning granted, seen_at,
-                       greatest(0, (extract(epoch from tat - seen_at) * 1000000)::bigint - $3
-                                   - case when granted then $2 else 0 end)",
+                       case when granted
+                            then greatest(0, (extract(epoch from tat - seen_at) * 1000000)::bigint
+                                             - $2 - $3)
+                            else greatest(0, (extract(epoch from line - seen_at) * 1000000)::bigint
+                                             - $2) end",
         )
         .bind(key)
         .bind(rate.interval_us())

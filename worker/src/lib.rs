@@ -8,6 +8,7 @@ use shared::config::{DbConfig, LogConfig};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+pub mod clients;
 pub mod cron;
 pub mod handlers;
 pub mod registry;
@@ -59,6 +60,8 @@ pub struct WorkerConfig {
     /// Connections of the separate queue-engine pool (claims, outcomes, heartbeats).
     #[arg(long, env = "WORKER_ENGINE_POOL_SIZE", default_value_t = 4)]
     pub engine_pool_size: u32,
+    #[command(flatten)]
+    pub integrations: clients::IntegrationsConfig,
     /// Claims and outcomes wait for their WAL flush (`synchronous_commit`); `false` trades
     /// re-runs after a PostgreSQL crash for speed (see `jobs::engine::session_settings`).
     #[arg(long, env = "WORKER_ENGINE_SYNC_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]

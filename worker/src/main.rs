@@ -3,5 +3,12 @@ use worker::Registry;
 
 #[tokio::main]
 async fn main() {
-    worker::main_with(|config| Registry::production(config.retention_days)).await;
+    worker::main_with(|config| {
+        let integrations = worker::clients::Integrations::from_config(&config.integrations);
+        for line in integrations.describe() {
+            tracing::info!("{line}");
+        }
+        Registry::production(config.retention_days, &integrations)
+    })
+    .await;
 }

@@ -53,8 +53,8 @@ impl Registry {
     /// Every production job kind with its default concurrency, and the production schedules
     /// (see [`crate::handlers::register_production`]). `retention_days`: finished jobs older
     /// than this are pruned daily.
-    pub fn production(retention_days: u32) -> Self {
-        crate::handlers::register_production(Self::new(), retention_days)
+    pub fn production(retention_days: u32, integrations: &crate::clients::Integrations) -> Self {
+        crate::handlers::register_production(Self::new(), retention_days, integrations)
     }
 
     /// Adds a cron schedule `name` that enqueues `job` at every tick of `expr` (6 fields,

@@ -18,6 +18,7 @@ pub mod directory;
 pub mod exports;
 pub mod groups;
 pub mod health;
+pub mod imports;
 pub mod jobs;
 pub mod lessons;
 pub mod rentals;
@@ -109,5 +110,6 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(rentals::routes())
         .merge(exports::routes())
         .merge(schedules::routes())
+        .merge(imports::routes())
         .split_for_parts()
 }

@@ -192,7 +192,7 @@ fn cell(range: &calamine::Range<Data>, row: u32, col: u32) -> Data {
 }
 
 fn registry() -> Registry {
-    Registry::production(30)
+    Registry::production(30, &worker::clients::Integrations::none())
 }
 
 #[sqlx::test(migrations = false)]

@@ -40,7 +40,12 @@ async fn an_export_request_enqueues_the_callers_timesheet_job(db: PgPool) {
 async fn perform_runs_one_handler_and_records_its_outcome(db: PgPool) {
     let app = TestApp::spawn_with(db.clone(), None, api_config(&[])).await;
     let (_, admin) = app.user("admin").await;
-    let (id, result) = perform(&db, &Registry::production(30), &EndSubscriptions {}).await;
+    let (id, result) = perform(
+        &db,
+        &Registry::production(30, &worker::clients::Integrations::none()),
+        &EndSubscriptions {},
+    )
+    .await;
     let report = result.unwrap();
     assert_eq!(
         report,

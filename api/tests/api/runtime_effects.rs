@@ -47,9 +47,15 @@ async fn one_result_the_database_refuses_fails_that_job_alone_and_the_batch_succ
             },
         )
         .await;
+    // All 51 finish together, so their outcomes reach the completer as one batch.
+    let together = std::sync::Arc::new(tokio::sync::Barrier::new(51));
     app.start_worker(
-        Registry::new().register(60, |job: Echo, _ctx: JobContext| async move {
-            Ok::<Value, JobError>(json!({ "text": job.text }))
+        Registry::new().register(60, move |job: Echo, _ctx: JobContext| {
+            let together = together.clone();
+            async move {
+                together.wait().await;
+                Ok::<Value, JobError>(json!({ "text": job.text }))
+            }
         }),
     );
     let started = std::time::Instant::now();
@@ -72,6 +78,29 @@ async fn one_result_the_database_refuses_fails_that_job_alone_and_the_batch_succ
         "{:?}",
         started.elapsed()
     );
+    // The bad outcome came in a batch with good ones, which was split to find it.
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counter = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        counter("jobs_outcome_batches_split_total") >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(counter("jobs_outcomes_refused_total"), 1.0, "{metrics}");
     app.stop().await;
 }
 
@@ -80,6 +109,15 @@ async fn cancelling_while_a_worker_claims_never_deadlocks(db: PgPool) {
     let calls = Calls::default();
     let app = TestApp::spawn(db.clone(), test_registry(&calls)).await;
     let (user, token) = app.user("manager").await;
+    let deadlocks = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select deadlocks from pg_stat_database where datname = current_database()",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap()
+    };
+    let deadlocks_before = deadlocks().await;
     let mut ids = Vec::new();
     for _ in 0..500 {
         // The insert's NOTIFY wakes the worker: its claim races this cancel.
@@ -105,6 +143,13 @@ async fn cancelling_while_a_worker_claims_never_deadlocks(db: PgPool) {
         }
     }
     assert!(cancelled > 0, "no cancel won a race");
+    // Neither side was chosen as a deadlock victim (the worker would retry silently).
+    sqlx::query("select pg_stat_force_next_flush()")
+        .execute(&db)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(deadlocks().await, deadlocks_before, "deadlocks happened");
     app.stop().await;
 }
 

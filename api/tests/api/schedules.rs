@@ -106,7 +106,11 @@ async fn count(db: &PgPool, sql: &str) -> i64 {
 
 #[sqlx::test(migrations = false)]
 async fn a_month_of_three_groups_twice_a_week_lands_on_the_right_moscow_times_once(db: PgPool) {
-    let app = TestApp::spawn(db.clone(), Registry::production(30)).await;
+    let app = TestApp::spawn(
+        db.clone(),
+        Registry::production(30, &worker::clients::Integrations::none()),
+    )
+    .await;
     let (_, token) = app.user("manager").await;
     let c = centre(&db, 3).await;
     let (from, to) = next_month();
@@ -206,7 +210,11 @@ async fn a_month_of_three_groups_twice_a_week_lands_on_the_right_moscow_times_on
 
 #[sqlx::test(migrations = false)]
 async fn one_clash_stops_all_or_nothing_and_skip_conflicts_writes_the_rest(db: PgPool) {
-    let app = TestApp::spawn(db.clone(), Registry::production(30)).await;
+    let app = TestApp::spawn(
+        db.clone(),
+        Registry::production(30, &worker::clients::Integrations::none()),
+    )
+    .await;
     let (_, token) = app.user("manager").await;
     let c = centre(&db, 2).await;
     let (from, _) = next_month();
@@ -292,7 +300,11 @@ async fn one_clash_stops_all_or_nothing_and_skip_conflicts_writes_the_rest(db: P
 
 #[sqlx::test(migrations = false)]
 async fn clashes_inside_the_plan_are_reported(db: PgPool) {
-    let app = TestApp::spawn(db.clone(), Registry::production(30)).await;
+    let app = TestApp::spawn(
+        db.clone(),
+        Registry::production(30, &worker::clients::Integrations::none()),
+    )
+    .await;
     let (_, token) = app.user("manager").await;
     let c = centre(&db, 2).await;
     let (from, _) = next_month();

@@ -2,5 +2,5 @@
 //! benchmark / test job kinds added. Used by `artsvao-bench` and the multi-process tests only.
 #[tokio::main]
 async fn main() {
-    worker::main_with(|_config| bench::registry()).await;
+    worker::main_with(bench::registry).await;
 }

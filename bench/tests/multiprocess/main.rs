@@ -6,6 +6,7 @@
 mod support;
 
 mod bulk_schedule;
+mod imports;
 mod leases;
 mod maintenance;
 mod outage;

@@ -55,7 +55,7 @@ async fn the_sweeper_requeues_a_job_marked_running_past_its_timeout_by_a_live_wo
         .await
         .unwrap();
 
-    let (stop, run) = start(&db, bench::registry());
+    let (stop, run) = start(&db, bench::default_registry());
     wait_for("the stuck job re-run", Duration::from_secs(15), || async {
         (count(&db, Sleep::KIND, "succeeded").await == 1).then_some(())
     })
@@ -83,7 +83,7 @@ async fn a_scheduler_back_from_downtime_does_not_flood_the_missed_ticks(db: PgPo
     shared::telemetry::init_for_tests();
     jobs::engine::migrate(&db).await.unwrap();
     let every_second = || {
-        bench::registry()
+        bench::default_registry()
             .with_cron_overrides(&[("test_tick".into(), "* * * * * *".into())])
             .unwrap()
     };
@@ -150,7 +150,7 @@ async fn pruning_removes_finished_jobs_past_retention_with_their_files_in_batche
     jobs::engine::migrate(&db).await.unwrap();
     let old = enqueue(&db, &vec![Sleep { ms: 1 }; 5]).await;
     let recent = enqueue(&db, &vec![Sleep { ms: 1 }; 2]).await;
-    let (stop, run) = start(&db, bench::registry());
+    let (stop, run) = start(&db, bench::default_registry());
     wait_for("all ran", Duration::from_secs(10), || async {
         (count(&db, Sleep::KIND, "succeeded").await == 7).then_some(())
     })
@@ -186,7 +186,12 @@ async fn pruning_removes_finished_jobs_past_retention_with_their_files_in_batche
     )
     .await
     .remove(0);
-    let (stop, run) = start(&db, bench::registry().only(&["prune_jobs".into()]).unwrap());
+    let (stop, run) = start(
+        &db,
+        bench::default_registry()
+            .only(&["prune_jobs".into()])
+            .unwrap(),
+    );
     wait_for("prune done", Duration::from_secs(10), || async {
         (count(&db, PruneJobs::KIND, "succeeded").await == 1).then_some(())
     })

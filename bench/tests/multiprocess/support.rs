@@ -303,3 +303,242 @@ pub fn starts_per_job(logs: &[String], ids: &[String]) -> Vec<(String, usize)> {
         })
         .collect()
 }
+
+/// The `artsvao-fakes` process (Timepad, Pyrus, Novofon, Telegram, SMTP impersonated), built
+/// by `scripts/test` (`cargo build -p fakes`) next to the test binaries. Killed when dropped.
+pub struct FakesProc {
+    pub child: Child,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl FakesProc {
+    pub async fn start(args: &[&str]) -> Self {
+        let bin = sibling_bin("artsvao-fakes", "fakes");
+        let port = free_port();
+        let log = log_dir().join(format!("fakes-{}.log", ulid_like()));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(&bin)
+            .args(["--http-addr", &format!("127.0.0.1:{port}")])
+            .args(["--smtp-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http
+            .get(format!("{base}/_fakes/health"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "fakes never answered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, base, log }
+    }
+
+    /// The worker environment pointing at these fakes (credentials are the fakes' defaults).
+    pub fn worker_env(&self) -> Vec<(String, String)> {
+        let b = &self.base;
+        [
+            ("TIMEPAD_URL", format!("{b}/timepad")),
+            ("TIMEPAD_TOKEN", "fakes-timepad-token".into()),
+            ("TIMEPAD_ORGANIZATION_ID", "123456".into()),
+            ("PYRUS_AUTH_URL", format!("{b}/pyrus/auth")),
+            ("PYRUS_LOGIN", "bot@artsvao.example".into()),
+            ("PYRUS_SECURITY_KEY", "fakes-pyrus-security-key".into()),
+            ("PYRUS_FORM_ID", "321".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// The requests the fakes received for `service`, in order.
+    pub async fn requests(&self, service: &str) -> Vec<serde_json::Value> {
+        let body: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/_fakes/requests?service={service}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn fault(&self, fault: serde_json::Value) {
+        let res = reqwest::Client::new()
+            .post(format!("{}/_fakes/faults", self.base))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            res.status().is_success(),
+            "fault refused: {}",
+            res.text().await.unwrap()
+        );
+    }
+
+    pub async fn reset(&self) {
+        reqwest::Client::new()
+            .post(format!("{}/_fakes/reset", self.base))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// Starts a worker replica with extra environment (`pairs`) plus `env`.
+pub async fn worker_with(
+    db_url: &str,
+    host: &str,
+    env: &[(String, String)],
+    extra: &[(&str, &str)],
+) -> WorkerProc {
+    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    all.extend_from_slice(extra);
+    WorkerProc::start(db_url, host, free_port(), &all).await
+}
+
+/// Peak resident memory (`VmHWM`) of a process, in MB.
+pub fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// The real api in this process (real HTTP) on `db_url`, with a manager's token.
+/// A binary built next to the test binaries (`target/<profile>/<name>`); scripts/test builds it.
+fn sibling_bin(name: &str, package: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join(name))
+        .unwrap();
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p {package} --bin {name}` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The real `artsvao-api` process over the test database, with a manager's bearer token.
+/// Killed when dropped.
+pub struct ApiProc {
+    pub child: Child,
+    pub base: String,
+    pub token: String,
+    pub log: PathBuf,
+}
+
+impl ApiProc {
+    pub async fn start(db_url: &str) -> Self {
+        let db = PgPool::connect(db_url).await.unwrap();
+        let email = format!("manager-{}@artsvao.test", bench::now_us());
+        api::auth::upsert_user(
+            &db,
+            &email,
+            "correct horse battery",
+            api::auth::Role::Manager,
+        )
+        .await
+        .unwrap();
+        db.close().await;
+        let port = free_port();
+        let log = log_dir().join(format!("api-{}.log", ulid_like()));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(sibling_bin("artsvao-api", "api"))
+            .env("DATABASE_URL", db_url)
+            .env("API_ADDR", format!("127.0.0.1:{port}"))
+            .env(
+                "JWT_SECRET",
+                "multiprocess-test-secret-long-enough-for-hs256-0123",
+            )
+            .env("RATE_LIMIT", "100000/60s")
+            .env("STATUS_RATE_LIMIT", "100000/60s")
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "api exited early ({status}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            if let Ok(r) = http
+                .get(format!("{base}/api/health/readiness"))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "api never ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let login: serde_json::Value = http
+            .post(format!("{base}/api/auth/login"))
+            .json(&serde_json::json!({"email": email, "password": "correct horse battery"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["access_token"].as_str().unwrap().to_string();
+        Self {
+            child,
+            base,
+            token,
+            log,
+        }
+    }
+}
+
+/// A job's ledger row: (state, attempts, result, error, snoozes).
+pub async fn job_row(
+    db: &PgPool,
+    id: &str,
+) -> (String, i32, Option<serde_json::Value>, Option<String>, i32) {
+    sqlx::query_as("select state, attempts, result, error, snoozes from job_runs where id = $1")
+        .bind(id)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+/// Waits for the job to end (succeeded, failed or cancelled) and returns its row.
+pub async fn job_done(
+    db: &PgPool,
+    id: &str,
+    within: Duration,
+) -> (String, i32, Option<serde_json::Value>, Option<String>, i32) {
+    wait_for("the job to end", within, || async {
+        let row = job_row(db, id).await;
+        matches!(row.0.as_str(), "succeeded" | "failed" | "cancelled").then_some(row)
+    })
+    .await
+}

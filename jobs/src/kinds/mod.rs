@@ -2,6 +2,7 @@
 //! How each is done lives in the worker (`worker::handlers`), the rules it needs in
 //! `shared::domain`.
 pub mod exports;
+pub mod imports;
 pub mod maintenance;
 pub mod scheduling;
 pub mod subscriptions;

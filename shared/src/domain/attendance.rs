@@ -310,6 +310,21 @@ pub async fn mark(
             _ => {}
         }
     }
+    // Every subscription this marking may touch — visits given back and the charged clients'
+    // active ones — locked in id order before any update: two markings never wait on each
+    // other crosswise.
+    let released: Vec<Uuid> = release.iter().map(|r| r.1).collect();
+    if !release.is_empty() || !charge.is_empty() {
+        sqlx::query(
+            "select s.id from subscriptions s
+             where s.id = any($1) or (s.client_id = any($2) and s.status = 'active')
+             order by s.id for update",
+        )
+        .bind(&released)
+        .bind(&charge)
+        .execute(&mut *tx)
+        .await?;
+    }
     if !release.is_empty() {
         let (rc, rs): (Vec<Uuid>, Vec<Uuid>) = release.into_iter().unzip();
         sqlx::query(
@@ -328,15 +343,8 @@ pub async fn mark(
         .await?;
     }
     if let (false, Some(group_id)) = (charge.is_empty(), lesson.group_id) {
-        // Candidates are locked first (a client's subscriptions), then each client's first
-        // valid one is charged; the UPDATE re-checks visits left against the locked row.
-        sqlx::query(
-            "select s.id from subscriptions s where s.client_id = any($1) and s.status = 'active'
-             order by s.id for update",
-        )
-        .bind(&charge)
-        .execute(&mut *tx)
-        .await?;
+        // Each client's first valid subscription is charged; the UPDATE re-checks visits left
+        // against the row locked above.
         sqlx::query(
             "with pick as (
                  select distinct on (s.client_id) s.id, s.client_id
@@ -371,6 +379,15 @@ pub async fn mark(
 /// Gives back every visit charged for a lesson (the lesson is being cancelled), in the
 /// caller's transaction.
 pub async fn release_lesson(conn: &mut PgConnection, lesson_id: Uuid) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "select s.id from subscriptions s
+         where s.id in (select subscription_id from attendance
+                        where lesson_id = $1 and subscription_id is not null)
+         order by s.id for update",
+    )
+    .bind(lesson_id)
+    .execute(&mut *conn)
+    .await?;
     let released = sqlx::query(
         "with charged as (
              select subscription_id, count(*) as n from attendance

@@ -382,90 +382,205 @@ pub enum Match {
 /// Finds the client a contact belongs to — by e-mail, by phone, or both — or creates one.
 /// Phones are shared in families (a parent's number on a child's card): when several clients
 /// share the e-mail or the phone, the one whose surname and first name equal the contact's is
-/// taken, else it is a conflict. Runs in the caller's transaction under a transaction-level
-/// advisory lock per e-mail and phone, so two imports of the same new buyer create one client.
+/// taken, else it is a conflict. Runs in the caller's transaction (see [`match_or_create_many`]).
 pub async fn match_or_create(
     conn: &mut PgConnection,
     contact: &Contact,
 ) -> Result<Match, DomainError> {
-    if contact.phone.is_none() && contact.email.is_none() {
+    let mut matches = match_or_create_many(conn, std::slice::from_ref(contact)).await?;
+    matches
+        .pop()
+        .ok_or_else(|| DomainError::field("contact", "an e-mail or a phone"))
+}
+
+/// A known client as matching sees it.
+struct Known {
+    id: Uuid,
+    email: Option<String>,
+    phone: Option<String>,
+    name_key: String,
+}
+
+fn name_key(last: &str, first: &str) -> String {
+    format!(
+        "{} {}",
+        last.trim().to_lowercase(),
+        first.trim().to_lowercase()
+    )
+    .replace('ё', "е")
+}
+
+/// [`match_or_create`] for many contacts (an import's page), set-based: one statement takes
+/// transaction-level advisory locks on every e-mail and phone (sorted, so two imports never
+/// wait on each other crosswise, and two imports of the same new buyer create one client), one
+/// reads every candidate, one inserts the new clients. Contacts are resolved in order, each
+/// seeing the clients created for the ones before it. A contact with neither an e-mail nor a
+/// phone is an error.
+pub async fn match_or_create_many(
+    conn: &mut PgConnection,
+    contacts: &[Contact],
+) -> Result<Vec<Match>, DomainError> {
+    if contacts
+        .iter()
+        .any(|c| c.phone.is_none() && c.email.is_none())
+    {
         return Err(DomainError::field("contact", "an e-mail or a phone"));
     }
-    let keys: Vec<String> = [
-        contact.email.as_ref().map(|e| format!("client-email:{e}")),
-        contact.phone.as_ref().map(|p| format!("client-phone:{p}")),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    // Sorted, so two transactions taking the same pair never wait on each other crosswise.
-    let mut keys = keys;
+    let emails: Vec<&str> = contacts
+        .iter()
+        .filter_map(|c| c.email.as_ref().map(Email::as_str))
+        .collect();
+    let phones: Vec<&str> = contacts
+        .iter()
+        .filter_map(|c| c.phone.as_ref().map(Phone::as_str))
+        .collect();
+    let mut keys: Vec<String> = emails
+        .iter()
+        .map(|e| format!("client-email:{e}"))
+        .chain(phones.iter().map(|p| format!("client-phone:{p}")))
+        .collect();
     keys.sort();
+    keys.dedup();
     sqlx::query(
-        "select pg_advisory_xact_lock(hashtextextended(k, 0)) from unnest($1::text[]) k order by k",
+        "select pg_advisory_xact_lock(hashtextextended(k, 0))
+         from (select unnest($1::text[]) as k order by 1) keys",
     )
     .bind(&keys)
     .execute(&mut *conn)
     .await?;
-    let name_key = format!(
-        "{} {}",
-        contact.last_name.trim().to_lowercase(),
-        contact.first_name.trim().to_lowercase()
+    // One index probe per e-mail and per phone: the lateral subqueries (kept apart by
+    // `offset 0`) can only run as nested loops. The plain `lower(email) = any($1)` was planned
+    // as a sequential scan that ran `lower()` on every client (10 ms a page at 26,000 clients
+    // against 3 ms; an OR of the two scanned the table too).
+    let rows: Vec<(Uuid, Option<String>, Option<String>, String)> = sqlx::query_as(
+        "select id, email, phone, name_key from (
+             select c.id, lower(c.email) as email, c.phone, c.name_key, c.archived_at, c.created_at
+             from unnest($1::text[]) e(v) cross join lateral (
+                 select * from clients c where c.email is not null and lower(c.email) = e.v
+                 offset 0) c
+             union
+             select c.id, lower(c.email), c.phone, c.name_key, c.archived_at, c.created_at
+             from unnest($2::text[]) p(v) cross join lateral (
+                 select * from clients c where c.phone = p.v offset 0) c
+         ) k
+         order by archived_at nulls first, created_at, id",
     )
-    .replace('ё', "е");
-    let rows: Vec<(Uuid, bool, bool, bool)> = sqlx::query_as(
-        "select c.id, coalesce(lower(c.email) = $1, false), coalesce(c.phone = $2, false),
-                c.name_key = $3 or starts_with(c.name_key, $3 || ' ')
-         from clients c
-         where (lower(c.email) = $1 or c.phone = $2)
-         order by c.archived_at nulls first, c.created_at, c.id",
-    )
-    .bind(contact.email.as_ref().map(Email::as_str))
-    .bind(contact.phone.as_ref().map(Phone::as_str))
-    .bind(&name_key)
+    .persistent(false)
+    .bind(&emails)
+    .bind(&phones)
     .fetch_all(&mut *conn)
     .await?;
-    let narrow = |by_email: bool| -> Vec<(Uuid, bool)> {
-        let all: Vec<(Uuid, bool)> = rows
-            .iter()
-            .filter(|r| if by_email { r.1 } else { r.2 })
-            .map(|r| (r.0, r.3))
-            .collect();
-        if all.len() > 1 {
-            let named: Vec<(Uuid, bool)> = all.iter().copied().filter(|r| r.1).collect();
-            if !named.is_empty() {
-                return named;
+    let mut known: Vec<Known> = rows
+        .into_iter()
+        .map(|(id, email, phone, name_key)| Known {
+            id,
+            email,
+            phone,
+            name_key,
+        })
+        .collect();
+
+    let mut out = Vec::with_capacity(contacts.len());
+    let mut new: Vec<(Uuid, &Contact)> = Vec::new();
+    for contact in contacts {
+        let key = name_key(&contact.last_name, &contact.first_name);
+        let named = |k: &Known| k.name_key == key || k.name_key.starts_with(&format!("{key} "));
+        let narrow = |found: Vec<&Known>| -> Vec<Uuid> {
+            let ids: Vec<Uuid> = if found.len() > 1 && found.iter().any(|k| named(k)) {
+                found
+                    .into_iter()
+                    .filter(|k| named(k))
+                    .map(|k| k.id)
+                    .collect()
+            } else {
+                found.into_iter().map(|k| k.id).collect()
+            };
+            ids
+        };
+        let email = contact.email.as_ref().map(Email::as_str);
+        let phone = contact.phone.as_ref().map(Phone::as_str);
+        let by_email = narrow(
+            known
+                .iter()
+                .filter(|k| email.is_some() && k.email.as_deref() == email)
+                .collect(),
+        );
+        let by_phone = narrow(
+            known
+                .iter()
+                .filter(|k| phone.is_some() && k.phone.as_deref() == phone)
+                .collect(),
+        );
+        let resolved = match (by_email.as_slice(), by_phone.as_slice()) {
+            ([], []) => None,
+            ([e], []) | ([], [e]) => Some(Match::Matched { client_id: *e }),
+            ([e], [p]) if e == p => Some(Match::Matched { client_id: *e }),
+            _ => {
+                let mut candidates: Vec<Uuid> = by_email.iter().chain(&by_phone).copied().collect();
+                candidates.sort();
+                candidates.dedup();
+                Some(Match::Conflict { candidates })
             }
-        }
-        all
-    };
-    let (by_email, by_phone) = (narrow(true), narrow(false));
-    let resolved = match (by_email.as_slice(), by_phone.as_slice()) {
-        ([], []) => None,
-        ([(e, _)], []) | ([], [(e, _)]) => Some(Ok(*e)),
-        ([(e, _)], [(p, _)]) if e == p => Some(Ok(*e)),
-        _ => {
-            let mut candidates: Vec<Uuid> = by_email.iter().chain(&by_phone).map(|c| c.0).collect();
-            candidates.sort();
-            candidates.dedup();
-            Some(Err(candidates))
-        }
-    };
-    match resolved {
-        Some(Ok(client_id)) => Ok(Match::Matched { client_id }),
-        Some(Err(candidates)) => Ok(Match::Conflict { candidates }),
-        None => {
+        };
+        out.push(match resolved {
+            Some(m) => m,
+            None => {
+                let id = Uuid::new_v4();
+                known.push(Known {
+                    id,
+                    email: email.map(str::to_string),
+                    phone: phone.map(str::to_string),
+                    name_key: key,
+                });
+                new.push((id, contact));
+                Match::Created { client_id: id }
+            }
+        });
+    }
+    if !new.is_empty() {
+        let mut fields = FieldErrors::new();
+        for (i, (id, c)) in new.iter().enumerate() {
             let input = ClientInput {
-                last_name: contact.last_name.clone(),
-                first_name: contact.first_name.clone(),
-                phone: contact.phone.clone(),
-                email: contact.email.clone(),
+                last_name: c.last_name.clone(),
+                first_name: c.first_name.clone(),
                 ..ClientInput::default()
             };
-            let row = save(&mut *conn, None, &input).await?;
-            Ok(Match::Created { client_id: row.id })
+            let mut problems = FieldErrors::new();
+            input.check(Some(*id), &mut problems);
+            for (field, problem) in problems {
+                fields.insert(format!("contacts[{i}].{field}"), problem);
+            }
         }
+        super::check(fields)?;
+        sqlx::query(
+            "insert into clients (id, last_name, first_name, phone, email)
+             select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])",
+        )
+        .bind(new.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(
+            new.iter()
+                .map(|(_, c)| c.last_name.trim())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.iter()
+                .map(|(_, c)| c.first_name.trim())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.iter()
+                .map(|(_, c)| c.phone.as_ref().map(Phone::as_str))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.iter()
+                .map(|(_, c)| c.email.as_ref().map(Email::as_str))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *conn)
+        .await?;
     }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -180,6 +180,12 @@ pub async fn create(
     };
     let mut conn = db.acquire().await?;
     let mut tx = Connection::begin(&mut *conn).await?;
+    // Membership changes lock the group row for update: a lesson created meanwhile must see
+    // the roster they leave (or they see the lesson), never neither.
+    sqlx::query("select 1 from study_groups where id = $1 for share")
+        .bind(req.group_id)
+        .execute(&mut *tx)
+        .await?;
     let created: Result<Option<Inserted>, sqlx::Error> = sqlx::query_as(
         "with g as (select id, room_id, teacher_id, status from study_groups where id = $1),
          ins as (

@@ -15,6 +15,7 @@ pub mod rentals;
 pub mod roster;
 pub mod scheduling;
 pub mod subscriptions;
+pub mod timepad;
 
 pub use page::{Page, PageRequest};
 

@@ -3,7 +3,7 @@
 //! booking, nothing booked), reject.
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{Acquire, PgExecutor, Postgres};
+use sqlx::{Acquire, PgConnection, PgExecutor, Postgres};
 use uuid::Uuid;
 
 use super::{
@@ -268,4 +268,77 @@ pub async fn reject(
         )));
     }
     Ok(application)
+}
+
+/// Room ids by lower-cased name, for the names given (one query).
+pub async fn rooms_by_name(
+    db: impl PgExecutor<'_>,
+    names: &[String],
+) -> Result<std::collections::HashMap<String, Uuid>, DomainError> {
+    let rows: Vec<(String, Uuid)> =
+        sqlx::query_as("select lower(name), id from rooms where lower(name) = any($1)")
+            .bind(names.iter().map(|n| n.to_lowercase()).collect::<Vec<_>>())
+            .fetch_all(db)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// What [`upsert_imported`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Imported {
+    pub created: i64,
+    pub updated: i64,
+    /// Unchanged, or already approved / rejected in the CRM (a decision is never overwritten).
+    pub unchanged: i64,
+}
+
+/// Upserts applications imported from an outside system by its ids (`pyrus_task_id`), each
+/// checked like any application first (the caller keeps the ones that fail the check). One
+/// statement for the page.
+pub async fn upsert_imported(
+    conn: &mut PgConnection,
+    apps: &[(i64, NewApplication)],
+) -> Result<Imported, DomainError> {
+    if apps.is_empty() {
+        return Ok(Imported::default());
+    }
+    let rows: Vec<bool> = sqlx::query_scalar(
+        "insert into rental_applications as a (pyrus_task_id, organisation, contact_name,
+             contact_phone, contact_email, room_id, date_from, date_to, time_from, time_to, comment)
+         select * from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                              $6::uuid[], $7::date[], $8::date[], $9::time[], $10::time[], $11::text[])
+         on conflict (pyrus_task_id) where pyrus_task_id is not null do update
+         set organisation = excluded.organisation, contact_name = excluded.contact_name,
+             contact_phone = excluded.contact_phone, contact_email = excluded.contact_email,
+             room_id = excluded.room_id, date_from = excluded.date_from, date_to = excluded.date_to,
+             time_from = excluded.time_from, time_to = excluded.time_to, comment = excluded.comment,
+             updated_at = now()
+         where a.status = 'new'
+           and (a.organisation, a.contact_name, a.contact_phone, a.contact_email, a.room_id,
+                a.date_from, a.date_to, a.time_from, a.time_to, a.comment)
+               is distinct from
+               (excluded.organisation, excluded.contact_name, excluded.contact_phone,
+                excluded.contact_email, excluded.room_id, excluded.date_from, excluded.date_to,
+                excluded.time_from, excluded.time_to, excluded.comment)
+         returning (xmax = 0)",
+    )
+    .bind(apps.iter().map(|a| a.0).collect::<Vec<_>>())
+    .bind(apps.iter().map(|a| a.1.organisation.trim()).collect::<Vec<_>>())
+    .bind(apps.iter().map(|a| a.1.contact_name.trim()).collect::<Vec<_>>())
+    .bind(apps.iter().map(|a| a.1.contact_phone.as_deref()).collect::<Vec<_>>())
+    .bind(apps.iter().map(|a| a.1.contact_email.as_deref()).collect::<Vec<_>>())
+    .bind(apps.iter().map(|a| a.1.room_id).collect::<Vec<_>>())
+    .bind(apps.iter().map(|a| a.1.date_from).collect::<Vec<_>>())
+    .bind(apps.iter().map(|a| a.1.date_to).collect::<Vec<_>>())
+    .bind(apps.iter().map(|a| a.1.time_from).collect::<Vec<_>>())
+    .bind(apps.iter().map(|a| a.1.time_to).collect::<Vec<_>>())
+    .bind(apps.iter().map(|a| a.1.comment.as_deref()).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?;
+    let created = rows.iter().filter(|r| **r).count() as i64;
+    Ok(Imported {
+        created,
+        updated: rows.len() as i64 - created,
+        unchanged: apps.len() as i64 - rows.len() as i64,
+    })
 }

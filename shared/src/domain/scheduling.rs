@@ -200,6 +200,13 @@ pub async fn write(
         .bind(skipped)
         .execute(&mut *tx)
         .await?;
+    // As for a single lesson: the groups' membership cannot change under the rosters written.
+    sqlx::query(
+        "select 1 from study_groups where id in (select distinct group_id from plan_occ)
+         order by id for share",
+    )
+    .execute(&mut *tx)
+    .await?;
     // A re-run inserts no lesson, hence no roster row, so the rosters need no ON CONFLICT.
     let sql = format!(
         "with new as (

@@ -330,13 +330,17 @@ pub struct Ended {
 /// given back (a mark corrected, a lesson cancelled) can still be used. Idempotent.
 pub async fn end_expired(db: impl PgExecutor<'_>) -> Result<Ended, DomainError> {
     let (ended, visits_burned): (i64, i64) = sqlx::query_as(
-        "with ended as (
-             update subscriptions
-             set status = 'ended', ended_at = now(), updated_at = now(),
-                 visits_burned = case when status = 'active' and visits_total is not null
-                                      then visits_total - visits_used else 0 end
+        "with doomed as (
+             select id from subscriptions
              where status in ('active', 'inactive') and ends_on < current_date_msk()
-             returning visits_burned
+             order by id for update
+         ), ended as (
+             update subscriptions s
+             set status = 'ended', ended_at = now(), updated_at = now(),
+                 visits_burned = case when s.status = 'active' and s.visits_total is not null
+                                      then s.visits_total - s.visits_used else 0 end
+             from doomed d where s.id = d.id
+             returning s.visits_burned
          )
          select count(*), coalesce(sum(visits_burned), 0)::bigint from ended",
     )
@@ -442,17 +446,23 @@ pub async fn pay(
         return Err(DomainError::field("amount", "a positive amount"));
     }
     let mut tx = db.begin().await?;
-    let invoice: Option<(String, f64, f64)> = sqlx::query_as(
-        "select i.status, i.amount::float8,
-                coalesce((select sum(p.amount) from payments p where p.invoice_id = i.id), 0)::float8
-         from invoices i where i.id = $1 for update",
-    )
-    .bind(req.invoice_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((status, amount, paid)) = invoice else {
+    // The invoice row is locked first; the sum of its payments is read by a later statement,
+    // whose snapshot sees every payment committed before the lock was granted (a subquery of
+    // the locking statement would use the older snapshot and let two payments overpay).
+    let invoice: Option<(String, f64)> =
+        sqlx::query_as("select status, amount::float8 from invoices where id = $1 for update")
+            .bind(req.invoice_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((status, amount)) = invoice else {
         return Err(DomainError::field("invoice_id", "no such invoice"));
     };
+    let paid: f64 = sqlx::query_scalar(
+        "select coalesce(sum(amount), 0)::float8 from payments where invoice_id = $1",
+    )
+    .bind(req.invoice_id)
+    .fetch_one(&mut *tx)
+    .await?;
     if status != "open" {
         return Err(DomainError::Conflict(format!("the invoice is {status}")));
     }

@@ -32,7 +32,15 @@ impl TransactionManager for PgTransactionManager {
         let rollback = Rollback::new(conn);
         rollback.conn.queue_simple_query(statement.as_str())?;
         rollback.conn.inner.transaction_depth += 1;
-        rollback.conn.wait_until_ready().await?;
+        if let Err(error) = rollback.conn.wait_until_ready().await {
+            if let Error::Database(_) = error {
+                // The server answered and refused (a SAVEPOINT inside an aborted transaction):
+                // nothing was opened, so nothing must be rolled back to it.
+                rollback.conn.inner.transaction_depth -= 1;
+                rollback.defuse();
+            }
+            return Err(error);
+        }
         if !rollback.conn.in_transaction() {
             // Nothing was opened: undo the depth and leave nothing queued.
             rollback.conn.inner.transaction_depth -= 1;

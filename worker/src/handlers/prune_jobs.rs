@@ -63,6 +63,7 @@ pub async fn prune_jobs(job: PruneJobs, ctx: JobContext) -> Result<PruneReport, 
     }
     report.cron_ticks_removed = crate::cron::prune_ticks(db, days).await?;
     report.workers_removed = engine::prune_workers(db).await?;
+    super::import_cursor::prune(db).await?;
     tracing::info!(
         ?report,
         retention_days = job.retention_days,

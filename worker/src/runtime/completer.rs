@@ -2,12 +2,13 @@
 //! in the next one (no added latency when idle, few transactions under load).
 //!
 //! One bad outcome fails one job, never a batch: a write the database refuses for what it
-//! contains (SQLSTATE classes 22, 23 — a NUL in a result, say) is split in halves until the
-//! offender is alone, and that job is recorded as failed with a readable error while the
-//! others are recorded as they are. "Database unavailable" (connection, pool, admin shutdown,
-//! timeouts) is retried with capped backoff and never given up while the process runs; only
-//! at shutdown, past the flush deadline, are unwritten outcomes left (those jobs run again
-//! after their lease expires). Outcomes whose lease was taken over are fenced by the write
+//! contains (SQLSTATE classes 22, 23, 54 — a NUL in a result, say) is split in halves until
+//! the offender is alone, and that job is recorded as failed with a readable error while the
+//! others are recorded as they are; a batch that times out is split too. Every other refusal
+//! (connection, pool, shutdown, a failover to a read-only standby, a migration under way) is
+//! retried with capped backoff and never given up while the process runs; only at shutdown,
+//! past the flush deadline, are unwritten outcomes left (those jobs run again after their
+//! lease expires). Outcomes whose lease was taken over are fenced by the write
 //! itself and counted (`jobs_outcomes_fenced_total`).
 use jobs::ledger::{self, Completion, Outcome};
 use sqlx::PgPool;
@@ -37,26 +38,36 @@ pub(super) async fn completer(
     }
 }
 
-/// Whether the error says the database could not be reached or could not run the statement
-/// now (retry), as opposed to refusing what the statement carries (isolate the offender).
-pub(crate) fn unavailable(error: &sqlx::Error) -> bool {
+/// What a refused outcome write means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The database refuses what the batch carries (SQLSTATE 22 data, 23 constraint, 54
+    /// program limits): find the offender and fail that job alone.
+    Content,
+    /// The statement ran out of time (57014): maybe the batch is too big; split it, and retry
+    /// a single outcome.
+    Timeout,
+    /// Anything else — connection, pool, shutdown, failover to a read-only standby, a
+    /// migration in progress: the same write will pass later; retry, never give up.
+    Unavailable,
+}
+
+pub(crate) fn classify(error: &sqlx::Error) -> Refusal {
     match error {
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
-            // 08 connection, 53 resources, 57 operator intervention (shutdown, statement
-            // timeout), 40 serialization / deadlock, 55P03 lock not available, 58 system.
-            ["08", "53", "57", "40", "58"]
+            if ["22", "23", "54"]
                 .iter()
                 .any(|class| code.starts_with(class))
-                || code == "55P03"
+            {
+                Refusal::Content
+            } else if code == "57014" {
+                Refusal::Timeout
+            } else {
+                Refusal::Unavailable
+            }
         }
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        _ => false,
+        _ => Refusal::Unavailable,
     }
 }
 
@@ -87,7 +98,10 @@ async fn record(
                     );
                 }
             }
-            Err(error) if unavailable(&error) => {
+            Err(error)
+                if classify(&error) == Refusal::Unavailable
+                    || (classify(&error) == Refusal::Timeout && part.len() == 1) =>
+            {
                 log.error(&error);
                 failures += 1;
                 pending.push(part);
@@ -106,7 +120,8 @@ async fn record(
                 }
             }
             Err(error) if part.len() > 1 => {
-                tracing::warn!(%error, outcomes = part.len(), "an outcome was refused; isolating it");
+                tracing::warn!(%error, outcomes = part.len(), "an outcome batch was refused; splitting it to find the offender");
+                metrics::counter!("jobs_outcome_batches_split_total").increment(1);
                 let mut part = part;
                 let second = part.split_off(part.len() / 2);
                 pending.push(second);
@@ -125,7 +140,7 @@ async fn record(
                     ..c
                 };
                 if let Err(error) = ledger::complete(pool, std::slice::from_ref(&failed)).await {
-                    if unavailable(&error) {
+                    if classify(&error) != Refusal::Content {
                         pending.push(vec![failed]);
                     } else {
                         tracing::error!(job.id = %failed.id, %error, "could not record the failure either; the job runs again after its lease expires");
@@ -141,11 +156,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connection_trouble_is_retried_and_data_errors_are_isolated() {
-        assert!(unavailable(&sqlx::Error::PoolTimedOut));
-        assert!(unavailable(&sqlx::Error::Io(std::io::Error::other(
-            "reset"
-        ))));
-        assert!(!unavailable(&sqlx::Error::RowNotFound));
+    fn connection_trouble_is_retried() {
+        assert_eq!(classify(&sqlx::Error::PoolTimedOut), Refusal::Unavailable);
+        assert_eq!(
+            classify(&sqlx::Error::Io(std::io::Error::other("reset"))),
+            Refusal::Unavailable
+        );
     }
 }

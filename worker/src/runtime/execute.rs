@@ -22,47 +22,49 @@ use uuid::Uuid;
 
 use crate::registry::Registered;
 
-/// The jobs running in this process: id → (lease, stop). The heartbeat asks the ledger whether
-/// their leases still hold and stops the runs that lost theirs.
+/// The runs in this process, by (job id, lease): two runs of one job (a re-claim after a
+/// snooze, a zombie and its successor) are two entries. The heartbeat asks the ledger whether
+/// their leases still hold and stops exactly the runs that lost theirs.
 #[derive(Clone, Default)]
-pub(crate) struct Running(Arc<Mutex<HashMap<String, (Uuid, CancellationToken)>>>);
+pub(crate) struct Running(Arc<Mutex<HashMap<(String, Uuid), CancellationToken>>>);
 
 impl Running {
     fn start(&self, id: &str, lease: Uuid) -> CancellationToken {
         let stop = CancellationToken::new();
         if let Ok(mut map) = self.0.lock() {
-            map.insert(id.to_string(), (lease, stop.clone()));
+            map.insert((id.to_string(), lease), stop.clone());
         }
         stop
     }
 
-    fn end(&self, id: &str) {
+    fn end(&self, id: &str, lease: Uuid) {
         if let Ok(mut map) = self.0.lock() {
-            map.remove(id);
+            map.remove(&(id.to_string(), lease));
         }
     }
 
-    /// `(id, lease)` of every running job.
+    /// `(id, lease)` of every run.
     pub(crate) fn leases(&self) -> Vec<(String, Uuid)> {
         self.0
             .lock()
-            .map(|m| {
-                m.iter()
-                    .map(|(id, (lease, _))| (id.clone(), *lease))
-                    .collect()
-            })
+            .map(|m| m.keys().cloned().collect())
             .unwrap_or_default()
     }
 
-    /// Stops the run of `id` (its lease is lost).
-    pub(crate) fn stop(&self, id: &str) {
+    /// Stops the run of `id` under `lease` (that lease is lost); another run of the job under
+    /// a newer lease is left alone.
+    pub(crate) fn stop(&self, id: &str, lease: Uuid) {
         if let Ok(map) = self.0.lock() {
-            if let Some((_, stop)) = map.get(id) {
+            if let Some(stop) = map.get(&(id.to_string(), lease)) {
                 stop.cancel();
             }
         }
     }
 }
+
+/// Largest result recorded: a bigger one fails the job (a result is a summary, not a file —
+/// files go to artifacts), so no outcome batch can outgrow a statement.
+const MAX_RESULT_BYTES: usize = 256 * 1024;
 
 pub(super) struct RunOne {
     pub(super) pool: PgPool,
@@ -116,7 +118,7 @@ pub(super) async fn run_one(r: RunOne) {
                 lost: &lost,
             };
             let outcome = execute(run, &job, attempt, max_attempts).await;
-            running.end(&job.id);
+            running.end(&job.id, job.lease);
             outcome
         };
         let Some(outcome) = outcome else {
@@ -192,6 +194,11 @@ async fn execute(r: Run<'_>, job: &Claimed, attempt: u32, max_attempts: u32) -> 
     let elapsed = started.elapsed();
     metrics::histogram!("job_run_seconds", "kind" => spec.kind).record(elapsed.as_secs_f64());
     let error = match result {
+        Ok(Ok(Ok(value))) if value.to_string().len() > MAX_RESULT_BYTES => {
+            JobError::permanent(format!(
+                "the job's result is larger than {MAX_RESULT_BYTES} bytes (a bug: results are summaries; files are artifacts)"
+            ))
+        }
         Ok(Ok(Ok(value))) => {
             metrics::counter!("jobs_succeeded_total", "kind" => spec.kind).increment(1);
             tracing::info!(elapsed_ms = elapsed.as_millis() as u64, "job succeeded");
@@ -230,9 +237,21 @@ async fn execute(r: Run<'_>, job: &Claimed, attempt: u32, max_attempts: u32) -> 
             tracing::error!(error = %message, "job failed permanently");
             Outcome::Failed(readable(message))
         }
+        // The provider said when to come back: wait that long, no attempt used.
         JobError::Transient {
             message,
-            retry_after,
+            retry_after: Some(delay),
+        } => {
+            metrics::counter!("jobs_snoozed_total", "kind" => spec.kind).increment(1);
+            tracing::info!(error = %message, delay_ms = delay.as_millis() as u64, "job snoozed: the provider asked to wait");
+            Outcome::Snoozed {
+                reason: readable(message),
+                delay,
+            }
+        }
+        JobError::Transient {
+            message,
+            retry_after: None,
         } => {
             let message = readable(message);
             if attempt >= max_attempts {
@@ -240,7 +259,7 @@ async fn execute(r: Run<'_>, job: &Claimed, attempt: u32, max_attempts: u32) -> 
                 tracing::error!(error = %message, "job failed: attempts exhausted");
                 Outcome::Failed(format!("{message} (gave up after {attempt} attempts)"))
             } else {
-                let delay = spec.backoff(attempt).max(retry_after.unwrap_or_default());
+                let delay = spec.backoff(attempt);
                 metrics::counter!("jobs_retried_total", "kind" => spec.kind).increment(1);
                 tracing::warn!(error = %message, delay_ms = delay.as_millis() as u64, "job will be retried");
                 Outcome::Retry {

@@ -101,9 +101,9 @@ pub(super) async fn heartbeat(hb: Heartbeat, stop: CancellationToken) {
         hb.health.set_db_ok(true);
         log.recovered();
         steady.ok(started, max_gap);
-        for id in &lost {
+        for (id, lease) in &lost {
             tracing::warn!(job.id = %id, "this run's lease was taken over; stopping it");
-            hb.running.stop(id);
+            hb.running.stop(id, *lease);
         }
         if !steady.for_at_least(Instant::now(), hb.config.dead_after) {
             if !waiting_logged {
@@ -123,11 +123,8 @@ pub(super) async fn heartbeat(hb: Heartbeat, stop: CancellationToken) {
                     hb.wakers.values().for_each(|w| w.notify_one());
                 }
             }
-            Err(error) => {
-                hb.health.set_db_ok(false);
-                steady.failed();
-                log.error(&error);
-            }
+            // Not a failed beat: the beat itself succeeded (reclaim skips what others lock).
+            Err(error) => log.error(&error),
         }
     }
 }

@@ -234,20 +234,31 @@ impl Runtime {
             jobs.wait().await;
         }
         // Every sender is gone once the jobs finished: the completer flushes and returns —
-        // within the flush bound, even with the database away.
-        let flush = tokio::time::sleep(FLUSH_TIMEOUT);
-        tokio::pin!(flush);
+        // within the flush bound, even with the database away or a statement hanging.
         let mut completer = completer;
-        tokio::select! {
-            _ = &mut completer => {}
-            _ = &mut flush => {
-                give_up_outcomes.cancel();
-                let _ = completer.await;
+        if tokio::time::timeout(FLUSH_TIMEOUT, &mut completer)
+            .await
+            .is_err()
+        {
+            give_up_outcomes.cancel();
+            if tokio::time::timeout(Duration::from_secs(1), &mut completer)
+                .await
+                .is_err()
+            {
+                tracing::error!("outcomes still unwritten at the flush deadline; those jobs run again after their lease expires");
+                completer.abort();
             }
         }
         background.cancel();
-        let _ = heartbeat.await;
-        let _ = listener.await;
+        for (name, mut task) in [("heartbeat", heartbeat), ("listener", listener)] {
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the {name} did not stop in time; aborted");
+                task.abort();
+            }
+        }
         let deregister = engine::deregister_worker(&self.engine_pool, &self.process, &kinds);
         match tokio::time::timeout(Duration::from_secs(2), deregister).await {
             Ok(Ok(())) => {}

@@ -1,0 +1,248 @@
+//! The one outbound HTTP client: every call to a provider goes through [`Service::send`], which
+//! checks the run still holds its lease, takes the service's global rate-limit slot (or snoozes
+//! the job), applies the connect and total timeouts, traces the call with the job id, and
+//! classifies the answer once into the runtime's outcomes:
+//!
+//! | answer | outcome |
+//! |---|---|
+//! | 2xx | the response |
+//! | timeout, connection error, 5xx | transient: retried with backoff |
+//! | 429 | snooze for `Retry-After` / `X-RateLimit-Reset` (else a minute): no attempt used |
+//! | 401 whose body says the token expired / was revoked | [`CallError::AuthExpired`]: refresh once |
+//! | other 4xx, an undecodable body | permanent: fails at once with the provider's words |
+use std::time::Duration;
+
+use jobs::{JobContext, JobError};
+use reqwest::{header::HeaderMap, RequestBuilder, Response, StatusCode};
+use tracing::Instrument;
+
+/// Timeouts of one provider.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub total: Duration,
+}
+
+/// How an outbound call failed, classified once.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{service}: {message}")]
+    Transient {
+        service: &'static str,
+        message: String,
+    },
+    #[error("{service}: throttled, retry in {retry_after:?}")]
+    Throttled {
+        service: &'static str,
+        retry_after: Duration,
+    },
+    #[error("{service}: the access token expired or was revoked")]
+    AuthExpired { service: &'static str },
+    #[error("{service}: {message}")]
+    Permanent {
+        service: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Job(#[from] JobError),
+}
+
+impl From<CallError> for JobError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Transient { .. } => JobError::transient(e.to_string()),
+            CallError::Throttled {
+                service,
+                retry_after,
+            } => JobError::snooze(format!("{service} asked to slow down"), retry_after),
+            CallError::AuthExpired { .. } | CallError::Permanent { .. } => {
+                JobError::permanent(e.to_string())
+            }
+            CallError::Job(job) => job,
+        }
+    }
+}
+
+/// A provider: its base URL, a client with its connect timeout, its total timeout and the
+/// global rate-limit key every call takes.
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub name: &'static str,
+    pub base: String,
+    pub limit_key: &'static str,
+    client: reqwest::Client,
+    total: Duration,
+}
+
+/// How long a call may wait for its rate-limit slot before the job snoozes instead.
+const SLOT_WAIT: Duration = Duration::from_secs(2);
+/// Snooze after a 429 that says nothing about when to come back.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+impl Service {
+    pub fn new(
+        name: &'static str,
+        base: &str,
+        limit_key: &'static str,
+        timeouts: Timeouts,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.total)
+            .user_agent("artsvao-crm/1.0")
+            .build()?;
+        Ok(Self {
+            name,
+            base: base.trim_end_matches('/').to_string(),
+            limit_key,
+            client,
+            total: timeouts.total,
+        })
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn get(&self, url: &str) -> RequestBuilder {
+        self.client.get(url)
+    }
+
+    pub fn post(&self, url: &str) -> RequestBuilder {
+        self.client.post(url)
+    }
+
+    /// Sends `request` for the job of `ctx` (lease check, rate-limit slot, timeouts, a span
+    /// with the job id) and classifies the answer. `auth_expired` tells whether a 401 body
+    /// means "refresh the token and try again" for this provider.
+    pub async fn send(
+        &self,
+        ctx: &JobContext,
+        request: RequestBuilder,
+        auth_expired: fn(&str) -> bool,
+    ) -> Result<Response, CallError> {
+        // A run that lost its lease must not reach the provider.
+        ctx.check_lease().await?;
+        ctx.acquire(self.limit_key, SLOT_WAIT).await?;
+        let request = request
+            .timeout(self.total)
+            .build()
+            .map_err(|e| self.permanent(format!("bad request: {e}")))?;
+        let span = tracing::info_span!(
+            "outbound",
+            service = self.name,
+            method = %request.method(),
+            path = %request.url().path(),
+            job.id = %ctx.id,
+        );
+        let started = std::time::Instant::now();
+        let sent = self.client.execute(request).instrument(span.clone()).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let what = if e.is_timeout() {
+                    "timed out"
+                } else if e.is_connect() {
+                    "connection failed"
+                } else {
+                    "request failed"
+                };
+                span.in_scope(|| tracing::warn!(elapsed_ms, error = %e, "{what}"));
+                metrics::counter!("outbound_failures_total", "service" => self.name).increment(1);
+                return Err(CallError::Transient {
+                    service: self.name,
+                    message: format!("{what} after {elapsed_ms} ms: {e}"),
+                });
+            }
+        };
+        let status = response.status();
+        span.in_scope(|| tracing::debug!(elapsed_ms, status = status.as_u16(), "answered"));
+        if status.is_success() {
+            return Ok(response);
+        }
+        metrics::counter!("outbound_failures_total", "service" => self.name).increment(1);
+        let headers = response.headers().clone();
+        let body = response.text().await.unwrap_or_default();
+        let excerpt: String = body.chars().take(300).collect();
+        span.in_scope(
+            || tracing::warn!(status = status.as_u16(), body = %excerpt, "provider refused"),
+        );
+        Err(match status {
+            StatusCode::TOO_MANY_REQUESTS => CallError::Throttled {
+                service: self.name,
+                retry_after: retry_after(&headers, &body).unwrap_or(DEFAULT_RETRY_AFTER),
+            },
+            StatusCode::UNAUTHORIZED if auth_expired(&body) => {
+                CallError::AuthExpired { service: self.name }
+            }
+            s if s.is_server_error() => CallError::Transient {
+                service: self.name,
+                message: format!("HTTP {}: {excerpt}", s.as_u16()),
+            },
+            s => self.permanent(format!("HTTP {}: {excerpt}", s.as_u16())),
+        })
+    }
+
+    /// Decodes a JSON body; a body that does not decode is permanent (the provider changed).
+    pub async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        response: Response,
+    ) -> Result<T, CallError> {
+        let bytes = response.bytes().await.map_err(|e| CallError::Transient {
+            service: self.name,
+            message: format!("reading the answer: {e}"),
+        })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| self.permanent(format!("undecodable answer: {e}")))
+    }
+
+    pub fn permanent(&self, message: impl Into<String>) -> CallError {
+        CallError::Permanent {
+            service: self.name,
+            message: message.into(),
+        }
+    }
+}
+
+/// `Retry-After` (seconds), `X-RateLimit-Reset` (seconds until the window resets, Pyrus), or a
+/// `retry_after` / `parameters.retry_after` in a JSON body (Telegram).
+fn retry_after(headers: &HeaderMap, body: &str) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let seconds = header("retry-after")
+        .or_else(|| header("x-ratelimit-reset"))
+        .or_else(|| {
+            let v: serde_json::Value = serde_json::from_str(body).ok()?;
+            v.get("retry_after")
+                .or_else(|| v.get("parameters").and_then(|p| p.get("retry_after")))
+                .and_then(serde_json::Value::as_u64)
+        })?;
+    Some(Duration::from_secs(seconds.clamp(1, 3600)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_hints_come_from_headers_or_the_body() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "7".parse().unwrap());
+        assert_eq!(retry_after(&h, ""), Some(Duration::from_secs(7)));
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-reset", "120".parse().unwrap());
+        assert_eq!(retry_after(&h, ""), Some(Duration::from_secs(120)));
+        let body = r#"{"ok":false,"error_code":429,"parameters":{"retry_after":3}}"#;
+        assert_eq!(
+            retry_after(&HeaderMap::new(), body),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(retry_after(&HeaderMap::new(), "nope"), None);
+    }
+}

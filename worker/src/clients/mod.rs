@@ -1,0 +1,135 @@
+//! Outbound clients of the providers (Timepad, Pyrus; Novofon, Telegram and SMTP come next),
+//! all through the one HTTP client in [`http`], configured from flags and environment. A
+//! provider without configuration is disabled: its jobs fail at once, saying what is missing.
+use std::{sync::Arc, time::Duration};
+
+pub mod http;
+pub mod json_stream;
+pub mod pyrus;
+pub mod timepad;
+
+use http::Timeouts;
+
+/// Provider settings (flag or environment). No `Debug`: it holds secrets.
+#[derive(clap::Args, Clone, Default)]
+pub struct IntegrationsConfig {
+    /// Connect timeout of every outbound HTTP call, in milliseconds.
+    #[arg(long, env = "HTTP_CONNECT_TIMEOUT_MS", default_value_t = 3000)]
+    pub http_connect_timeout_ms: u64,
+    /// Total timeout of every outbound HTTP call (sending, waiting, reading), in milliseconds.
+    #[arg(long, env = "HTTP_TIMEOUT_MS", default_value_t = 15_000)]
+    pub http_timeout_ms: u64,
+
+    /// Timepad API base, e.g. `https://api.timepad.ru`.
+    #[arg(long, env = "TIMEPAD_URL")]
+    pub timepad_url: Option<String>,
+    #[arg(long, env = "TIMEPAD_TOKEN", hide_env_values = true)]
+    pub timepad_token: Option<String>,
+    /// The organisation whose events are imported.
+    #[arg(long, env = "TIMEPAD_ORGANIZATION_ID")]
+    pub timepad_organization_id: Option<u64>,
+    /// Overrides `HTTP_TIMEOUT_MS` for Timepad.
+    #[arg(long, env = "TIMEPAD_TIMEOUT_MS")]
+    pub timepad_timeout_ms: Option<u64>,
+
+    /// Pyrus authentication endpoint, e.g. `https://accounts.pyrus.com/api/v4/auth`.
+    #[arg(long, env = "PYRUS_AUTH_URL")]
+    pub pyrus_auth_url: Option<String>,
+    /// Pyrus API base, e.g. `https://api.pyrus.com/v4` (the `api_url` the authentication
+    /// answers takes precedence, as Pyrus asks).
+    #[arg(long, env = "PYRUS_API_URL")]
+    pub pyrus_api_url: Option<String>,
+    #[arg(long, env = "PYRUS_LOGIN")]
+    pub pyrus_login: Option<String>,
+    #[arg(long, env = "PYRUS_SECURITY_KEY", hide_env_values = true)]
+    pub pyrus_security_key: Option<String>,
+    /// The form whose tasks are rental applications.
+    #[arg(long, env = "PYRUS_FORM_ID")]
+    pub pyrus_form_id: Option<u64>,
+    /// Overrides `HTTP_TIMEOUT_MS` for Pyrus.
+    #[arg(long, env = "PYRUS_TIMEOUT_MS")]
+    pub pyrus_timeout_ms: Option<u64>,
+
+    /// Novofon Call API (JSON-RPC), e.g. `https://callapi-jsonrpc.novofon.ru/v4.0`.
+    #[arg(long, env = "NOVOFON_URL")]
+    pub novofon_url: Option<String>,
+    #[arg(long, env = "NOVOFON_ACCESS_TOKEN", hide_env_values = true)]
+    pub novofon_access_token: Option<String>,
+    /// Overrides `HTTP_TIMEOUT_MS` for Novofon.
+    #[arg(long, env = "NOVOFON_TIMEOUT_MS")]
+    pub novofon_timeout_ms: Option<u64>,
+}
+
+impl IntegrationsConfig {
+    fn timeouts(&self, own: Option<u64>) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_millis(self.http_connect_timeout_ms.max(1)),
+            total: Duration::from_millis(own.unwrap_or(self.http_timeout_ms).max(1)),
+        }
+    }
+}
+
+/// The configured providers; `None` = disabled (with the reason).
+#[derive(Clone)]
+pub struct Integrations {
+    pub timepad: Result<Arc<timepad::Timepad>, String>,
+    pub pyrus: Result<Arc<pyrus::Pyrus>, String>,
+}
+
+/// The error of a job whose provider is not configured.
+pub fn disabled(service: &str, reason: &str) -> jobs::JobError {
+    jobs::JobError::permanent(format!("{service} is disabled: {reason}"))
+}
+
+impl Integrations {
+    pub fn from_config(c: &IntegrationsConfig) -> Self {
+        let timepad = match (&c.timepad_url, &c.timepad_token, c.timepad_organization_id) {
+            (Some(url), Some(token), Some(org)) => {
+                timepad::Timepad::new(url, token, org, c.timeouts(c.timepad_timeout_ms))
+                    .map(Arc::new)
+                    .map_err(|e| format!("cannot build its client: {e}"))
+            }
+            _ => Err("set TIMEPAD_URL, TIMEPAD_TOKEN and TIMEPAD_ORGANIZATION_ID".into()),
+        };
+        let pyrus = match (
+            &c.pyrus_auth_url,
+            &c.pyrus_login,
+            &c.pyrus_security_key,
+            c.pyrus_form_id,
+        ) {
+            (Some(auth), Some(login), Some(key), Some(form)) => pyrus::Pyrus::new(
+                auth,
+                c.pyrus_api_url.as_deref(),
+                login,
+                key,
+                form,
+                c.timeouts(c.pyrus_timeout_ms),
+            )
+            .map(Arc::new)
+            .map_err(|e| format!("cannot build its client: {e}")),
+            _ => {
+                Err("set PYRUS_AUTH_URL, PYRUS_LOGIN, PYRUS_SECURITY_KEY and PYRUS_FORM_ID".into())
+            }
+        };
+        Self { timepad, pyrus }
+    }
+
+    /// Every provider disabled (tests that do not talk to the outside).
+    pub fn none() -> Self {
+        Self::from_config(&IntegrationsConfig::default())
+    }
+
+    /// One line per provider for the start-up log (no secrets).
+    pub fn describe(&self) -> Vec<String> {
+        vec![
+            match &self.timepad {
+                Ok(t) => format!("timepad: {}", t.service.base),
+                Err(why) => format!("timepad: disabled ({why})"),
+            },
+            match &self.pyrus {
+                Ok(_) => "pyrus: configured".to_string(),
+                Err(why) => format!("pyrus: disabled ({why})"),
+            },
+        ]
+    }
+}
