@@ -1,5 +1,5 @@
-//! Imports as jobs: `POST /api/imports/timepad` and `/api/imports/pyrus` queue an import (the
-//! same one cron runs; while one is queued or running, the request returns it), and the
+//! Imports as jobs: `POST /api/imports/timepad` and `/api/imports/pyrus` queue an import
+//! (while one of the same scope is queued or running, the request returns it), and the
 //! imported Timepad events and orders. Managers and admins.
 use axum::{
     extract::{Path, State},
@@ -78,7 +78,10 @@ async fn import_timepad(
             return Err(ApiError::field("event_ids", "positive Timepad event ids"));
         }
     }
-    let job = TimepadImport { event_ids: ids };
+    let job = TimepadImport {
+        event_ids: ids,
+        recent_days: None,
+    };
     let enqueued = enqueue_for(&app, &user, &headers, &job).await?;
     tracing::info!(job.id = %enqueued.job_id, deduplicated = enqueued.deduplicated, "timepad import requested");
     Ok(Accepted::for_job(&enqueued))

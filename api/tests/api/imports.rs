@@ -34,10 +34,16 @@ async fn import_requests_queue_one_import_each_and_bad_bodies_are_named(db: PgPo
         .unwrap();
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let first: Value = res.json().await.unwrap();
-    let (id, job) = assert_enqueued::<TimepadImport>(&db, |_| true).await;
+    let (id, job) = assert_enqueued::<TimepadImport>(&db, |j| j.event_ids.is_none()).await;
     assert_eq!(first["job_id"], id);
     assert_eq!(job.event_ids, None);
-    // Asked again (by hand or by cron) while it waits: the same import, not a second one.
+    // Asked again while it waits: the same import, not a second one.
+    let res = app.post(&manager, "/api/imports/timepad", json!({})).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let again: Value = res.json().await.unwrap();
+    assert_eq!(again["job_id"], id);
+    // Two events are another import (it must not swallow the full one, nor be swallowed);
+    // asked again with the ids in another order, the same one.
     let res = app
         .post(
             &manager,
@@ -46,9 +52,20 @@ async fn import_requests_queue_one_import_each_and_bad_bodies_are_named(db: PgPo
         )
         .await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
-    let again: Value = res.json().await.unwrap();
-    assert_eq!(again["job_id"], id);
-    assert_eq!(enqueued::<TimepadImport>(&db).await.len(), 1);
+    let two: Value = res.json().await.unwrap();
+    assert_ne!(two["job_id"], id);
+    let (_, job) = assert_enqueued::<TimepadImport>(&db, |j| j.event_ids == Some(vec![5, 7])).await;
+    assert_eq!(job.recent_days, None);
+    let res = app
+        .post(
+            &manager,
+            "/api/imports/timepad",
+            json!({"event_ids": [5, 7]}),
+        )
+        .await;
+    let same: Value = res.json().await.unwrap();
+    assert_eq!(same["job_id"], two["job_id"]);
+    assert_eq!(enqueued::<TimepadImport>(&db).await.len(), 2);
 
     for (body, field) in [
         (json!({"event_ids": []}), "event_ids"),
@@ -78,7 +95,7 @@ async fn import_requests_queue_one_import_each_and_bad_bodies_are_named(db: PgPo
     error_body(res, StatusCode::BAD_REQUEST).await;
     let res = app.post(&teacher, "/api/imports/timepad", json!({})).await;
     error_body(res, StatusCode::FORBIDDEN).await;
-    assert_eq!(enqueued::<TimepadImport>(&db).await.len(), 1);
+    assert_eq!(enqueued::<TimepadImport>(&db).await.len(), 2);
 
     let res = app.post(&manager, "/api/imports/pyrus", json!({})).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
@@ -101,7 +118,7 @@ fn order(id: i64, event_id: i64, status: &str, email: &str, phone: &str) -> Orde
         surname: Some("Лебедева".into()),
         name: Some("Алиса".into()),
         amount: Some(1500.0),
-        ordered_at: Some(Utc::now()),
+        ordered_at: Some(Utc.with_ymd_and_hms(2027, 2, 1, 12, 0, 0).unwrap()),
         tickets: vec![
             TicketRow {
                 id: id * 10,
@@ -147,6 +164,43 @@ async fn imported_events_are_listed_with_counts_and_their_orders(db: PgPool) {
     .unwrap();
     tx.commit().await.unwrap();
     assert_eq!((written.new, written.clients_created), (2, 1));
+    // The same page again: nothing written. A partial refund (one ticket fewer) is a change,
+    // and the ticket goes.
+    let mut tx = db.begin().await.unwrap();
+    let again = timepad::upsert_orders(
+        &mut tx,
+        &[
+            order(9001, 501, "paid", "alisa@example.ru", "+7 916 555-01-01"),
+            order(9002, 501, "returned", "boris@example.ru", "89165550202"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.new, again.updated, again.skipped), (0, 0, 2));
+    let mut refunded = order(9001, 501, "paid", "alisa@example.ru", "+7 916 555-01-01");
+    refunded.tickets.pop();
+    let partial = timepad::upsert_orders(&mut tx, &[refunded]).await.unwrap();
+    assert_eq!((partial.updated, partial.clients_matched), (1, 1));
+    let tickets: Vec<i64> =
+        sqlx::query_scalar("select id from timepad_tickets where order_id = 9001 order by id")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(tickets, vec![90010]);
+    // Both tickets again, for the lists below.
+    timepad::upsert_orders(
+        &mut tx,
+        &[order(
+            9001,
+            501,
+            "paid",
+            "alisa@example.ru",
+            "+7 916 555-01-01",
+        )],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
 
     let events: Value = app
         .get(&manager, "/api/timepad/events")

@@ -198,12 +198,51 @@ async fn a_throttling_timepad_is_waited_for_without_using_an_attempt(db: PgPool)
 }
 
 #[sqlx::test(migrations = false)]
+async fn an_event_whose_orders_timepad_refuses_is_skipped_and_reported(db: PgPool) {
+    jobs::engine::migrate(&db).await.unwrap();
+    let url = db_url(&db);
+    let fakes = FakesProc::start(&["--timepad-events", "3", "--timepad-orders", "30"]).await;
+    // The second event's orders: 403 with Timepad's own error, every time.
+    fakes
+        .fault(
+            json!({"service": "timepad", "path_prefix": "/timepad/v1/events/2845101/orders",
+                      "fault": "status", "status": 403}),
+        )
+        .await;
+    let _worker = worker_with(
+        &url,
+        "replica-a",
+        &fakes.worker_env(),
+        &[("WORKER_RATE_LIMITS", "timepad=100/1s")],
+    )
+    .await;
+    let id = enqueue(&db, &[TimepadImport::default()]).await.remove(0);
+    let (state, attempts, result, error, _) = job_done(&db, &id, Duration::from_secs(30)).await;
+    assert_eq!(state, "succeeded", "{error:?}");
+    assert_eq!(attempts, 1);
+    let result = result.unwrap();
+    assert_eq!(result["events"]["new"], 3, "{result}");
+    assert_eq!(result["events_skipped"], 1, "{result}");
+    assert_eq!(result["problems"][0]["record"], "event", "{result}");
+    assert_eq!(result["problems"][0]["id"], 2845101, "{result}");
+    // The other two events' orders (order j belongs to event j % 3): 20 of 30.
+    assert_eq!(result["orders"]["new"], 20, "{result}");
+    let skipped_event_orders: i64 =
+        sqlx::query_scalar("select count(*) from timepad_orders where event_id = 2845101")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(skipped_event_orders, 0);
+}
+
+#[sqlx::test(migrations = false)]
 async fn an_import_killed_midway_resumes_from_its_saved_page_and_a_second_one_changes_nothing(
     db: PgPool,
 ) {
     jobs::engine::migrate(&db).await.unwrap();
     let url = db_url(&db);
-    let fakes = FakesProc::start(&["--timepad-events", "60", "--timepad-orders", "5000"]).await;
+    // 120 events: two pages of events, each followed by its events' orders.
+    let fakes = FakesProc::start(&["--timepad-events", "120", "--timepad-orders", "5000"]).await;
     // The demo CRM (some buyers are its clients), and a buyer made ambiguous on purpose: their
     // e-mail belongs to one client and their phone to another.
     api::seed::seed_demo(&db).await.unwrap();
@@ -233,7 +272,7 @@ async fn an_import_killed_midway_resumes_from_its_saved_page_and_a_second_one_ch
     assert_eq!(state, "succeeded", "{result:?}");
     assert_eq!(attempts, 2);
     let result = result.unwrap();
-    assert_eq!(result["pages"], 61, "{result}");
+    assert_eq!(result["pages"], 122, "{result}");
     assert_eq!(result["orders"]["new"], 5000, "{result}");
     let orders: i64 = sqlx::query_scalar("select count(*) from timepad_orders")
         .fetch_one(&db)
@@ -260,7 +299,7 @@ async fn an_import_killed_midway_resumes_from_its_saved_page_and_a_second_one_ch
         "pages fetched again after the restart: {twice:?}"
     );
     assert!(fetched.values().all(|n| *n <= 2), "{fetched:?}");
-    assert_eq!(fetched.len(), 61);
+    assert_eq!(fetched.len(), 122);
 
     // No client twice (same name and the same phone or e-mail); every paid buyer with a
     // contact is a client or a recorded conflict.
@@ -446,4 +485,13 @@ async fn a_cron_tick_seen_by_two_replicas_runs_one_import(db: PgPool) {
         listings >= succeeded && listings <= jobs,
         "{listings} listings for {jobs} jobs"
     );
+    // Cron imports the recent window, not the whole history.
+    for r in fakes.requests("timepad").await {
+        if r["path"] == "/timepad/v1/events" {
+            assert!(
+                r["query"].as_str().unwrap_or("").contains("starts_at_min="),
+                "{r}"
+            );
+        }
+    }
 }

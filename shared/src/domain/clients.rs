@@ -476,7 +476,9 @@ pub async fn match_or_create_many(
             id,
             email,
             phone,
-            name_key,
+            // Folded again here: PostgreSQL's lower() folds no Cyrillic under a C ctype, and
+            // the contact's key is folded by Rust.
+            name_key: name_key.to_lowercase().replace('ё', "е"),
         })
         .collect();
 

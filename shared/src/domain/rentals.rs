@@ -270,16 +270,21 @@ pub async fn reject(
     Ok(application)
 }
 
-/// Room ids by lower-cased name, for the names given (one query).
+/// Room ids by name as given, matched without regard to case (one query).
 pub async fn rooms_by_name(
     db: impl PgExecutor<'_>,
     names: &[String],
 ) -> Result<std::collections::HashMap<String, Uuid>, DomainError> {
-    let rows: Vec<(String, Uuid)> =
-        sqlx::query_as("select lower(name), id from rooms where lower(name) = any($1)")
-            .bind(names.iter().map(|n| n.to_lowercase()).collect::<Vec<_>>())
-            .fetch_all(db)
-            .await?;
+    // Both sides lowered by PostgreSQL (under a C ctype it folds no Cyrillic, and neither side
+    // then; Rust's folding would differ), keyed by the name as given.
+    let rows: Vec<(String, Uuid)> = sqlx::query_as(
+        "select distinct on (n.name) n.name, r.id
+         from unnest($1::text[]) n(name) join rooms r on lower(r.name) = lower(n.name)
+         order by n.name, r.id",
+    )
+    .bind(names)
+    .fetch_all(db)
+    .await?;
     Ok(rows.into_iter().collect())
 }
 

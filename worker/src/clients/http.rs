@@ -6,10 +6,13 @@
 //! | answer | outcome |
 //! |---|---|
 //! | 2xx | the response |
-//! | timeout, connection error, 5xx | transient: retried with backoff |
+//! | timeout, connection error, 5xx, 408, 425, a 2xx that is not JSON (a proxy's page) | transient: retried with backoff |
 //! | 429 | snooze for `Retry-After` / `X-RateLimit-Reset` (else a minute): no attempt used |
 //! | 401 whose body says the token expired / was revoked | [`CallError::AuthExpired`]: refresh once |
-//! | other 4xx, an undecodable body | permanent: fails at once with the provider's words |
+//! | other 4xx ([`CallError::Refused`]), JSON that does not decode | permanent: fails at once with the provider's words |
+//!
+//! Answers are read up to [`MAX_BODY`] (error bodies up to 64 KB); the provider's secrets
+//! (tokens, keys, a token in a path) never reach a log line or a job's error.
 use std::time::Duration;
 
 use jobs::{JobContext, JobError};
@@ -38,6 +41,13 @@ pub enum CallError {
     },
     #[error("{service}: the access token expired or was revoked")]
     AuthExpired { service: &'static str },
+    /// A 4xx the provider meant (not 401-expired, not 429): `body` is its excerpt.
+    #[error("{service}: HTTP {status}: {body}")]
+    Refused {
+        service: &'static str,
+        status: u16,
+        body: String,
+    },
     #[error("{service}: {message}")]
     Permanent {
         service: &'static str,
@@ -55,9 +65,9 @@ impl From<CallError> for JobError {
                 service,
                 retry_after,
             } => JobError::snooze(format!("{service} asked to slow down"), retry_after),
-            CallError::AuthExpired { .. } | CallError::Permanent { .. } => {
-                JobError::permanent(e.to_string())
-            }
+            CallError::AuthExpired { .. }
+            | CallError::Refused { .. }
+            | CallError::Permanent { .. } => JobError::permanent(e.to_string()),
             CallError::Job(job) => job,
         }
     }
@@ -72,7 +82,14 @@ pub struct Service {
     pub limit_key: &'static str,
     client: reqwest::Client,
     total: Duration,
+    /// Replaced by `***` in everything logged or recorded.
+    secrets: Vec<String>,
 }
+
+/// The largest answer read into memory (a page of 250 Timepad orders is ~1 MB).
+pub const MAX_BODY: usize = 32 * 1024 * 1024;
+/// The part of an error answer that is read (and an excerpt of it kept).
+const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// How long a call may wait for its rate-limit slot before the job snoozes instead.
 const SLOT_WAIT: Duration = Duration::from_secs(2);
@@ -97,7 +114,30 @@ impl Service {
             limit_key,
             client,
             total: timeouts.total,
+            secrets: Vec::new(),
         })
+    }
+
+    /// A secret of this provider (a token, a key): never logged, never in a job's error.
+    pub fn with_secret(mut self, secret: &str) -> Self {
+        if secret.len() >= 4 {
+            self.secrets.push(secret.to_string());
+        }
+        self
+    }
+
+    /// `text` with the provider's secrets replaced by `***`.
+    pub fn redact(&self, text: &str) -> String {
+        self.secrets.iter().fold(text.to_string(), |t, secret| {
+            t.replace(secret.as_str(), "***")
+        })
+    }
+
+    /// Scheme, host and port of the base URL (for the start-up log: no user, path or query).
+    pub fn origin(&self) -> String {
+        reqwest::Url::parse(&self.base)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| "(unparsable URL)".into())
     }
 
     /// `base` + `path`.
@@ -128,12 +168,12 @@ impl Service {
         let request = request
             .timeout(self.total)
             .build()
-            .map_err(|e| self.permanent(format!("bad request: {e}")))?;
+            .map_err(|e| self.permanent(format!("bad request: {}", e.without_url())))?;
         let span = tracing::info_span!(
             "outbound",
             service = self.name,
             method = %request.method(),
-            path = %request.url().path(),
+            path = %self.redact(request.url().path()),
             job.id = %ctx.id,
         );
         let started = std::time::Instant::now();
@@ -149,6 +189,8 @@ impl Service {
                 } else {
                     "request failed"
                 };
+                // Without the URL: it may carry a token (a query, Telegram's path).
+                let e = self.redact(&e.without_url().to_string());
                 span.in_scope(|| tracing::warn!(elapsed_ms, error = %e, "{what}"));
                 metrics::counter!("outbound_failures_total", "service" => self.name).increment(1);
                 return Err(CallError::Transient {
@@ -164,7 +206,10 @@ impl Service {
         }
         metrics::counter!("outbound_failures_total", "service" => self.name).increment(1);
         let headers = response.headers().clone();
-        let body = response.text().await.unwrap_or_default();
+        let body = match read_capped(response, MAX_ERROR_BODY, true).await {
+            Ok(bytes) => self.redact(&String::from_utf8_lossy(&bytes)),
+            Err(_) => String::new(),
+        };
         let excerpt: String = body.chars().take(300).collect();
         span.in_scope(
             || tracing::warn!(status = status.as_u16(), body = %excerpt, "provider refused"),
@@ -177,25 +222,61 @@ impl Service {
             StatusCode::UNAUTHORIZED if auth_expired(&body) => {
                 CallError::AuthExpired { service: self.name }
             }
-            s if s.is_server_error() => CallError::Transient {
+            s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT || s.as_u16() == 425 => {
+                CallError::Transient {
+                    service: self.name,
+                    message: format!("HTTP {}: {excerpt}", s.as_u16()),
+                }
+            }
+            s => CallError::Refused {
                 service: self.name,
-                message: format!("HTTP {}: {excerpt}", s.as_u16()),
+                status: s.as_u16(),
+                body: excerpt,
             },
-            s => self.permanent(format!("HTTP {}: {excerpt}", s.as_u16())),
         })
     }
 
-    /// Decodes a JSON body; a body that does not decode is permanent (the provider changed).
+    /// Decodes a JSON body of at most [`MAX_BODY`] bytes. JSON that does not decode is
+    /// permanent (the provider changed); an answer that is not JSON at all — a proxy's or a
+    /// maintenance page with a 200 — is transient.
     pub async fn json<T: serde::de::DeserializeOwned>(
         &self,
         response: Response,
     ) -> Result<T, CallError> {
-        let bytes = response.bytes().await.map_err(|e| CallError::Transient {
-            service: self.name,
-            message: format!("reading the answer: {e}"),
-        })?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| self.permanent(format!("undecodable answer: {e}")))
+        let bytes = read_capped(response, MAX_BODY, false)
+            .await
+            .map_err(|e| self.read_error(e))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            let json_like = bytes
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|b| *b == b'{' || *b == b'[');
+            if json_like {
+                self.permanent(format!("undecodable answer: {e}"))
+            } else {
+                CallError::Transient {
+                    service: self.name,
+                    message: "the answer is not JSON (a proxy or maintenance page?)".into(),
+                }
+            }
+        })
+    }
+
+    /// How reading an answer failed, as an outcome: too large is permanent, a broken stream
+    /// transient.
+    pub fn read_error(&self, e: ReadError) -> CallError {
+        match e {
+            ReadError::TooLarge(limit) => {
+                self.permanent(format!("the answer exceeds {} MB", limit / (1024 * 1024)))
+            }
+            ReadError::Broken(e) => CallError::Transient {
+                service: self.name,
+                message: format!(
+                    "reading the answer: {}",
+                    self.redact(&e.without_url().to_string())
+                ),
+            },
+        }
     }
 
     pub fn permanent(&self, message: impl Into<String>) -> CallError {
@@ -204,6 +285,37 @@ impl Service {
             message: message.into(),
         }
     }
+}
+
+/// Why an answer could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    TooLarge(usize),
+    Broken(reqwest::Error),
+}
+
+/// The body, refusing one over `limit` bytes (by its `Content-Length`, or as it streams in);
+/// with `truncate`, the first `limit` bytes instead.
+async fn read_capped(
+    mut response: Response,
+    limit: usize,
+    truncate: bool,
+) -> Result<Vec<u8>, ReadError> {
+    if !truncate && response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(ReadError::TooLarge(limit));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ReadError::Broken)? {
+        if body.len() + chunk.len() > limit {
+            if truncate {
+                body.extend_from_slice(&chunk[..limit - body.len()]);
+                break;
+            }
+            return Err(ReadError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// `Retry-After` (seconds), `X-RateLimit-Reset` (seconds until the window resets, Pyrus), or a

@@ -75,7 +75,12 @@ impl ArrayItems {
                     if self.state == State::InItem && self.depth == 2 {
                         self.finish_item(out);
                     }
-                } else if self.state == State::Seeking && self.depth == 1 {
+                } else if self.state == State::Seeking
+                    && self.depth == 1
+                    && self.current.len() <= self.key.len()
+                {
+                    // Only as much as can still equal the key: a long string at the top level
+                    // (a value, not the key) costs no memory.
                     self.current.push(b);
                 }
                 continue;

@@ -76,6 +76,24 @@ pub struct Integrations {
     pub pyrus: Result<Arc<pyrus::Pyrus>, String>,
 }
 
+/// A provider's text made fit to store: NULs (PostgreSQL refuses them) and other control
+/// characters but line breaks and tabs dropped, trimmed, at most `max` characters; `None` when
+/// nothing is left.
+pub fn clean_text(raw: &str, max: usize) -> Option<String> {
+    let kept: String = raw
+        .chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .collect();
+    let trimmed = kept.trim();
+    (!trimmed.is_empty()).then(|| trimmed.chars().take(max).collect())
+}
+
+/// A provider's amount of money that fits `numeric(12, 2)`; else `None` (and logged by the
+/// caller): a stray value must not fail the page that carries it.
+pub fn money(v: Option<f64>) -> Option<f64> {
+    v.filter(|x| x.is_finite() && x.abs() < 1e9)
+}
+
 /// The error of a job whose provider is not configured.
 pub fn disabled(service: &str, reason: &str) -> jobs::JobError {
     jobs::JobError::permanent(format!("{service} is disabled: {reason}"))
@@ -123,7 +141,7 @@ impl Integrations {
     pub fn describe(&self) -> Vec<String> {
         vec![
             match &self.timepad {
-                Ok(t) => format!("timepad: {}", t.service.base),
+                Ok(t) => format!("timepad: {}", t.service.origin()),
                 Err(why) => format!("timepad: disabled ({why})"),
             },
             match &self.pyrus {
@@ -131,5 +149,21 @@ impl Integrations {
                 Err(why) => format!("pyrus: disabled ({why})"),
             },
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_text_loses_nuls_and_controls_and_is_cut() {
+        assert_eq!(clean_text("  Анна\u{0}\u{7}  ", 10), Some("Анна".into()));
+        assert_eq!(clean_text("a\nb\tc", 10), Some("a\nb\tc".into()));
+        assert_eq!(clean_text("\u{0} ", 10), None);
+        assert_eq!(clean_text("Ёлочка", 3), Some("Ёло".into()));
+        assert_eq!(money(Some(1500.5)), Some(1500.5));
+        assert_eq!(money(Some(1e10)), None);
+        assert_eq!(money(Some(f64::NAN)), None);
     }
 }

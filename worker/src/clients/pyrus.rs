@@ -1,5 +1,5 @@
-//! Pyrus API v4 (reference §3): authentication with a token cached in PostgreSQL (shared by
-//! every replica, refreshed once on a 401 that says it expired or was revoked — never per
+//! Pyrus API v4 (reference §3): authentication with a token cached in PostgreSQL per login
+//! (shared by every replica, refreshed once on a 401, as Pyrus' own client does — never per
 //! request, which would churn Pyrus' per-user token limit), and a form's register paged by
 //! task id and parsed as a stream.
 use futures::StreamExt;
@@ -9,7 +9,7 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use super::{
-    http::{CallError, Service, Timeouts},
+    http::{CallError, ReadError, Service, Timeouts, MAX_BODY},
     json_stream::ArrayItems,
 };
 
@@ -54,17 +54,15 @@ struct AuthAnswer {
     api_url: Option<String>,
 }
 
-/// The 401 bodies that mean "authenticate again" (reference §3.1).
-fn token_gone(body: &str) -> bool {
-    [
-        "expired_token",
-        "revoked_token",
-        "invalid_token",
-        "token_not_specified",
-    ]
-    .iter()
-    .any(|code| body.contains(code))
+/// Any 401 of the API means "authenticate again" (Pyrus' own client re-authenticates on every
+/// 401, whatever its code: `expired_token`, `revoked_token`, `invalid_token`, …); once.
+fn token_gone(_body: &str) -> bool {
+    true
 }
+
+/// A register page as it streams in: a task, or an item that does not decode (its id if it
+/// has one, and why).
+pub type Item = Result<Task, (Option<i64>, String)>;
 
 impl Pyrus {
     pub fn new(
@@ -76,7 +74,7 @@ impl Pyrus {
         timeouts: Timeouts,
     ) -> Result<Self, reqwest::Error> {
         Ok(Self {
-            service: Service::new("pyrus", auth_url, "pyrus", timeouts)?,
+            service: Service::new("pyrus", auth_url, "pyrus", timeouts)?.with_secret(security_key),
             auth_url: auth_url.to_string(),
             api_url: api_url.map(str::to_string),
             login: login.to_string(),
@@ -85,15 +83,21 @@ impl Pyrus {
         })
     }
 
-    async fn cached(db: &PgPool) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
-        sqlx::query_as("select token, api_url from integration_tokens where service = 'pyrus'")
+    /// The row of `integration_tokens` for this login (a new login is a new token).
+    fn token_key(&self) -> String {
+        format!("pyrus:{}", self.login)
+    }
+
+    async fn cached(&self, db: &PgPool) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+        sqlx::query_as("select token, api_url from integration_tokens where service = $1")
+            .bind(self.token_key())
             .fetch_optional(db)
             .await
     }
 
     /// The cached token (and API base), authenticating if there is none.
     async fn token(&self, ctx: &JobContext) -> Result<(String, String), CallError> {
-        match Self::cached(ctx.db()).await.map_err(db_error)? {
+        match self.cached(ctx.db()).await.map_err(db_error)? {
             Some((token, api)) => Ok((token, self.api_base(api))),
             None => self.authenticate(ctx, None).await,
         }
@@ -110,24 +114,17 @@ impl Pyrus {
         }
     }
 
-    /// A new token, unless another replica replaced `stale` meanwhile (then that one). Under a
-    /// transaction-level advisory lock, so replicas never authenticate at the same time.
+    /// A new token, unless another replica replaced `stale` meanwhile (then that one). No
+    /// transaction is open across the call: the new token is stored only if the cached one is
+    /// still `stale` (compare-and-set), else the other replica's newer one is used. Replicas
+    /// refreshing at the same instant may each log in once — a handful of tokens a day against
+    /// Pyrus' limit of 20 per login.
     async fn authenticate(
         &self,
         ctx: &JobContext,
         stale: Option<&str>,
     ) -> Result<(String, String), CallError> {
-        let mut tx = ctx.db().begin().await.map_err(db_error)?;
-        sqlx::query("select pg_advisory_xact_lock(hashtext('integration-token:pyrus'))")
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        let current: Option<(String, Option<String>)> =
-            sqlx::query_as("select token, api_url from integration_tokens where service = 'pyrus'")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        if let Some((token, api)) = current {
+        if let Some((token, api)) = self.cached(ctx.db()).await.map_err(db_error)? {
             if stale != Some(token.as_str()) {
                 return Ok((token, self.api_base(api)));
             }
@@ -139,30 +136,40 @@ impl Pyrus {
         // A 401 here is wrong credentials: permanent.
         let response = self.service.send(ctx, request, |_| false).await?;
         let answer: AuthAnswer = self.service.json(response).await?;
-        sqlx::query(
-            "insert into integration_tokens (service, token, api_url) values ('pyrus', $1, $2)
+        let stored: Option<(String, Option<String>)> = sqlx::query_as(
+            "insert into integration_tokens as t (service, token, api_url) values ($1, $2, $3)
              on conflict (service) do update
-             set token = excluded.token, api_url = excluded.api_url, updated_at = now()",
+             set token = excluded.token, api_url = excluded.api_url, updated_at = now()
+             where t.token is not distinct from $4
+             returning token, api_url",
         )
+        .bind(self.token_key())
         .bind(&answer.access_token)
         .bind(&answer.api_url)
-        .execute(&mut *tx)
+        .bind(stale)
+        .fetch_optional(ctx.db())
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        if stored.is_none() {
+            // Another replica stored a newer token meanwhile: use it (ours is simply unused).
+            if let Some((token, api)) = self.cached(ctx.db()).await.map_err(db_error)? {
+                return Ok((token, self.api_base(api)));
+            }
+        }
         tracing::info!(job.id = %ctx.id, "pyrus: authenticated, token cached for every replica");
         Ok((answer.access_token, self.api_base(answer.api_url)))
     }
 
     /// Up to `count` tasks of the form with an id above `after` (closed ones included), in id
-    /// order, handed to `each` as they are parsed. Returns how many. A 401 about the token
-    /// authenticates once and repeats the request.
+    /// order, handed to `each` as they are parsed (an item that does not decode as a task too,
+    /// as an error). Returns how many items. A 401 authenticates once and repeats the request.
+    /// The answer is read up to [`MAX_BODY`] × 8 (a page of 1,000 tasks is ~2 MB).
     pub async fn register_page(
         &self,
         ctx: &JobContext,
         after: Option<i64>,
         count: u32,
-        mut each: impl FnMut(Task),
+        mut each: impl FnMut(Item),
     ) -> Result<usize, CallError> {
         let (mut token, mut api) = self.token(ctx).await?;
         let mut body = json!({"sort": "id", "item_count": count, "include_archived": "y"});
@@ -191,29 +198,37 @@ impl Pyrus {
                 other => break other?,
             }
         };
+        let limit = MAX_BODY * 8;
         let mut items = ArrayItems::new("tasks");
         let mut stream = response.bytes_stream();
         let mut parsed = Vec::new();
         let mut n = 0;
+        let mut read = 0;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| CallError::Transient {
-                service: "pyrus",
-                message: format!("reading the register: {e}"),
-            })?;
+            let chunk = chunk.map_err(|e| self.service.read_error(ReadError::Broken(e)))?;
+            read += chunk.len();
+            if read > limit {
+                return Err(self.service.read_error(ReadError::TooLarge(limit)));
+            }
             items
                 .feed(&chunk, &mut parsed)
                 .map_err(|e| self.service.permanent(e.to_string()))?;
             for raw in parsed.drain(..) {
-                let task: Task = serde_json::from_slice(&raw)
-                    .map_err(|e| self.service.permanent(format!("undecodable task: {e}")))?;
                 n += 1;
-                each(task);
+                each(serde_json::from_slice::<Task>(&raw).map_err(|e| {
+                    let id = serde_json::from_slice::<serde_json::Value>(&raw)
+                        .ok()
+                        .and_then(|v| v.get("id").and_then(serde_json::Value::as_i64));
+                    (id, format!("the task does not decode: {e}"))
+                }));
             }
         }
         if !items.finished() {
-            return Err(self
-                .service
-                .permanent("the register's answer has no complete `tasks` array"));
+            // Cut short (a dropped connection that still ended cleanly): try again.
+            return Err(CallError::Transient {
+                service: "pyrus",
+                message: "the register's answer ended before its `tasks` array did".into(),
+            });
         }
         Ok(n)
     }

@@ -1,6 +1,8 @@
-//! Where a running import stands (`import_cursors`, one row per job): saved in the transaction
-//! that writes each page, so a retry or a crash of the job continues from the next page and
-//! never fetches a committed page again.
+//! Where an import stands (`import_cursors`, one row per job): saved in the transaction that
+//! writes each page, so a retry or a crash of the job continues from the next page and never
+//! fetches a committed page again. A finished import leaves its cursor marked done (with the
+//! report), so a run after a crash that lost the outcome answers at once instead of importing
+//! everything again; the pruner removes cursors a day after their last write.
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::{PgConnection, PgExecutor};
 
@@ -14,7 +16,14 @@ pub async fn load<C: DeserializeOwned>(
             .bind(job_id)
             .fetch_optional(db)
             .await?;
-    Ok(raw.and_then(|v| serde_json::from_value(v).ok()))
+    Ok(raw.and_then(|v| match serde_json::from_value(v) {
+        Ok(cursor) => Some(cursor),
+        Err(e) => {
+            // Written by another version of the handler: start over (pages are idempotent).
+            tracing::warn!(job.id = %job_id, error = %e, "the saved import cursor does not decode; the import starts over");
+            None
+        }
+    }))
 }
 
 /// Saves the cursor in the caller's (page) transaction.
@@ -34,18 +43,8 @@ pub async fn save<C: Serialize>(
     Ok(())
 }
 
-/// The job is done with it.
-pub async fn clear(db: impl PgExecutor<'_>, job_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("delete from import_cursors where job_id = $1")
-        .bind(job_id)
-        .execute(db)
-        .await?;
-    Ok(())
-}
-
-/// Cursors of jobs that ended without clearing theirs (a permanent failure), for the pruner:
-/// untouched for a day (a live import saves its cursor every page, and its attempts end long
-/// before that).
+/// Cursors untouched for a day, for the pruner: finished imports, and failed ones (a live
+/// import saves its cursor every page).
 pub async fn prune(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
     Ok(
         sqlx::query("delete from import_cursors where updated_at < now() - interval '1 day'")

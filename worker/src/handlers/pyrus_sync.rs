@@ -2,9 +2,10 @@
 //! register is read in pages of [`PAGE`] tasks keyed by task id (`id > last`), each page parsed
 //! as a stream and written in one transaction with the cursor (under the lease's fence), so a
 //! retry or a crash continues after the last written task. A task whose fields do not make an
-//! application is counted and listed in the result, never fatal. Triggered by cron (hourly)
-//! and by `POST /api/imports/pyrus`.
-use std::sync::Arc;
+//! application (or that does not decode) is counted and listed in the result, never fatal. An
+//! attempt close to its timeout snoozes between pages instead of being cut off. Triggered by
+//! cron (hourly) and by `POST /api/imports/pyrus`.
+use std::{sync::Arc, time::Duration};
 
 use chrono::{NaiveDate, NaiveTime};
 use jobs::{
@@ -18,7 +19,7 @@ use uuid::Uuid;
 use super::import_cursor;
 use crate::{
     clients::{
-        disabled,
+        clean_text, disabled,
         pyrus::{Pyrus, Task},
         Integrations,
     },
@@ -30,7 +31,9 @@ pub const SCHEDULE: &str = "0 0 * * * *";
 /// Tasks per register request.
 pub const PAGE: u32 = 1000;
 /// Unmapped tasks listed in the result (all are counted).
-const LISTED: usize = 100;
+const LISTED: usize = jobs::kinds::imports::LISTED;
+/// Left of an attempt's timeout when it stops between pages and snoozes.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(90);
 
 pub fn register(registry: Registry, integrations: &Integrations) -> Registry {
     let pyrus = integrations.pyrus.clone();
@@ -50,6 +53,9 @@ pub fn register(registry: Registry, integrations: &Integrations) -> Registry {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Cursor {
     after: Option<i64>,
+    /// The sync finished: a run after a crash that lost the outcome returns the report.
+    #[serde(default)]
+    done: bool,
     report: PyrusReport,
 }
 
@@ -66,12 +72,12 @@ mod field {
     pub const COMMENT: i64 = 12;
 }
 
+/// A text field, cleaned (no NULs or control characters) and cut to 2,000 characters (the
+/// application's own check then applies its limits).
 fn text(task: &Task, id: i64) -> Option<String> {
     task.field(id)
         .and_then(serde_json::Value::as_str)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
+        .and_then(|s| clean_text(s, 2000))
 }
 
 /// The catalog item's first value (`{"values": ["Кабинет 20"], …}`).
@@ -81,7 +87,7 @@ fn catalog(task: &Task, id: i64) -> Option<String> {
         .as_array()?
         .first()?
         .as_str()
-        .map(str::to_string)
+        .and_then(|s| clean_text(s, 200))
 }
 
 /// A task as an application (its room still as a name), or what is missing.
@@ -130,7 +136,7 @@ fn read(task: &Task) -> Result<(String, NewApplication), Vec<String>> {
     ))
 }
 
-fn unmapped(report: &mut PyrusReport, task_id: i64, problems: Vec<String>) {
+fn unmapped(report: &mut PyrusReport, task_id: Option<i64>, problems: Vec<String>) {
     report.unmapped += 1;
     if report.unmapped_tasks.len() < LISTED {
         report.unmapped_tasks.push(Unmapped { task_id, problems });
@@ -145,21 +151,53 @@ pub async fn sync(
     let mut cursor: Cursor = import_cursor::load(ctx.db(), &ctx.id)
         .await?
         .unwrap_or_default();
+    if cursor.done {
+        return Ok(cursor.report);
+    }
     loop {
+        if ctx.remaining() < DEADLINE_MARGIN {
+            return Err(JobError::snooze(
+                "продолжит после последней записанной задачи",
+                Duration::from_secs(1),
+            ));
+        }
         let mut tasks: Vec<Task> = Vec::new();
+        let mut broken: Vec<(Option<i64>, String)> = Vec::new();
         let got = pyrus
-            .register_page(&ctx, cursor.after, PAGE, |t| tasks.push(t))
+            .register_page(&ctx, cursor.after, PAGE, |item| match item {
+                Ok(t) => tasks.push(t),
+                Err(e) => broken.push(e),
+            })
             .await?;
         let mut next = cursor.clone();
         next.report.pages += 1;
         next.report.tasks += got as i64;
-        next.after = tasks.iter().map(|t| t.id).max().or(cursor.after);
+        let highest = tasks
+            .iter()
+            .map(|t| t.id)
+            .chain(broken.iter().filter_map(|b| b.0))
+            .max();
+        if got >= PAGE as usize && highest.is_none_or(|h| Some(h) <= cursor.after) {
+            return Err(JobError::permanent(format!(
+                "Pyrus answered a full page without a task after {:?}: it ignored the id filter",
+                cursor.after
+            )));
+        }
+        next.after = highest.max(cursor.after);
+        for (id, reason) in broken {
+            tracing::warn!(task.id = ?id, %reason, "pyrus task skipped");
+            unmapped(
+                &mut next.report,
+                id,
+                vec![reason.chars().take(200).collect()],
+            );
+        }
 
         let mut read_ok = Vec::new();
         for task in &tasks {
             match read(task) {
                 Ok((room, app)) => read_ok.push((task.id, room, app)),
-                Err(problems) => unmapped(&mut next.report, task.id, problems),
+                Err(problems) => unmapped(&mut next.report, Some(task.id), problems),
             }
         }
         drop(tasks);
@@ -167,11 +205,12 @@ pub async fn sync(
         let room_ids = rentals::rooms_by_name(ctx.db(), &rooms).await?;
         let mut apps = Vec::with_capacity(read_ok.len());
         for (task_id, room, mut app) in read_ok {
-            let Some(room_id) = room_ids.get(&room.to_lowercase()) else {
+            let Some(room_id) = room_ids.get(&room) else {
+                let shown: String = room.chars().take(100).collect();
                 unmapped(
                     &mut next.report,
-                    task_id,
-                    vec![format!("room {room:?} is not a room of the centre")],
+                    Some(task_id),
+                    vec![format!("room {shown:?} is not a room of the centre")],
                 );
                 continue;
             };
@@ -180,7 +219,7 @@ pub async fn sync(
                 Ok(()) => apps.push((task_id, app)),
                 Err(shared::domain::DomainError::Invalid(fields)) => unmapped(
                     &mut next.report,
-                    task_id,
+                    Some(task_id),
                     fields
                         .into_iter()
                         .map(|(f, p)| format!("{f}: {p}"))
@@ -210,7 +249,11 @@ pub async fn sync(
             break;
         }
     }
-    import_cursor::clear(ctx.db(), &ctx.id).await?;
+    cursor.done = true;
+    let mut tx = ctx.db().begin().await?;
+    ctx.fence(&mut tx).await?;
+    import_cursor::save(&mut tx, &ctx.id, &cursor).await?;
+    tx.commit().await?;
     tracing::info!(
         tasks = cursor.report.tasks,
         created = cursor.report.created,
