@@ -60,6 +60,9 @@ pub enum Command {
         password: String,
         #[arg(long, value_parser = ["admin", "manager", "teacher"])]
         role: String,
+        /// The PBX extension (3–5 digits) click-to-call rings first.
+        #[arg(long)]
+        extension: Option<String>,
     },
     /// Fill an empty database with a realistic demo centre (rooms, teachers, groups, clients,
     /// two months of lessons with attendance, subscriptions, rentals) and print the counts.

@@ -30,12 +30,18 @@ async fn run(config: ApiConfig) -> anyhow::Result<()> {
             email,
             password,
             role,
+            extension,
         } => {
             let db = api::connect_and_migrate(&config.db).await?;
             let role = auth::Role::parse(&role).context("role")?;
             let id = auth::upsert_user(&db, &email, &password, role)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(extension) = extension.as_deref() {
+                shared::domain::calls::set_extension(&db, id, Some(extension))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("extension: {e}"))?;
+            }
             // CLI output for the operator.
             use std::io::Write;
             writeln!(

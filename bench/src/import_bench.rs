@@ -7,11 +7,13 @@ use std::{process::Stdio, time::Duration};
 use anyhow::Context;
 use jobs::{kinds::imports::TimepadImport, Job};
 use sqlx::PgPool;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use crate::Workers;
 
-pub async fn run(db: &PgPool, url: &str, orders: usize) -> anyhow::Result<()> {
+/// Starts `artsvao-fakes` (built next to this binary) with `args` on free ports; returns the
+/// process (killed when dropped) and its HTTP base URL.
+pub(crate) async fn start_fakes(args: &[&str]) -> anyhow::Result<(Child, String)> {
     let exe = std::env::current_exe()?.with_file_name("artsvao-fakes");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -19,23 +21,29 @@ pub async fn run(db: &PgPool, url: &str, orders: usize) -> anyhow::Result<()> {
     let smtp = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let events = (orders / 250).max(1).to_string();
-    let mut fakes = Command::new(&exe)
+    let fakes = Command::new(&exe)
         .args(["--http-addr", &format!("127.0.0.1:{port}")])
         .args(["--smtp-addr", &format!("127.0.0.1:{smtp}")])
-        .args([
-            "--timepad-events",
-            &events,
-            "--timepad-orders",
-            &orders.to_string(),
-        ])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {} (scripts/bench builds it)", exe.display()))?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let base = format!("http://127.0.0.1:{port}/timepad");
+    Ok((fakes, format!("http://127.0.0.1:{port}")))
+}
+
+pub async fn run(db: &PgPool, url: &str, orders: usize) -> anyhow::Result<()> {
+    let events = (orders / 250).max(1).to_string();
+    let (mut fakes, base) = start_fakes(&[
+        "--timepad-events",
+        &events,
+        "--timepad-orders",
+        &orders.to_string(),
+    ])
+    .await?;
+    let base = format!("{base}/timepad");
     let env = [
         ("TIMEPAD_URL", base.as_str()),
         ("TIMEPAD_TOKEN", "fakes-timepad-token"),

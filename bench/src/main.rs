@@ -21,6 +21,7 @@ use sqlx::PgPool;
 use tokio::process::{Child, Command};
 
 mod api_bench;
+mod call_bench;
 mod chaos;
 mod export_bench;
 mod import_bench;
@@ -29,15 +30,16 @@ mod schedule_bench;
 #[derive(Parser)]
 #[command(
     name = "artsvao-bench",
-    about = "ARTSVAO benchmarks: `queue` (default), `api`, `export` or `schedule`; and `chaos`"
+    about = "ARTSVAO benchmarks: `queue` (default), `api`, `export`, `schedule`, `timepad`, `calls`; and `chaos`"
 )]
 struct Args {
     /// `queue`: drain and pickup of the job runtime; `api`: CRM list endpoints under load;
     /// `export`: the timesheet export (writing alone, and the whole job in a worker process);
     /// `schedule`: bulk scheduling against a loop of single-row inserts; `timepad`: the Timepad
-    /// import of 50,000 orders from the fakes; `chaos`: the soak of
+    /// import of 50,000 orders from the fakes; `calls`: pickup of click-to-call jobs while
+    /// other queues are full; `chaos`: the soak of
     /// the runtime under failure (a private PostgreSQL cluster, not `DATABASE_URL`).
-    #[arg(default_value = "queue", value_parser = ["queue", "api", "export", "schedule", "timepad", "chaos"])]
+    #[arg(default_value = "queue", value_parser = ["queue", "api", "export", "schedule", "timepad", "calls", "chaos"])]
     what: String,
     /// timepad: orders to import.
     #[arg(long, default_value_t = 50_000)]
@@ -296,7 +298,7 @@ async fn pickup(db: &PgPool, url: &str, n: usize, spacing: Duration) -> anyhow::
     Ok(latencies)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
@@ -326,6 +328,7 @@ async fn main() -> anyhow::Result<()> {
             "api" => api_bench::run(&db, &url, args.concurrency, args.requests).await,
             "export" => export_bench::run(&db, &url).await,
             "timepad" => import_bench::run(&db, &url, args.orders).await,
+            "calls" => call_bench::run(&db, &url, 200, 1000).await,
             _ => schedule_bench::run(&db, &url).await,
         };
         db.close().await;

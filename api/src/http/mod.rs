@@ -7,7 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod paging;
 
-pub use accepted::{enqueue_for, status_url, Accepted};
+pub use accepted::{enqueue_for, requester, status_url, Accepted};
 pub use error::{ApiError, ErrorBody, FieldErrors};
 pub use extract::{query_value, AppJson, AppQuery};
 pub use paging::{page, Paged};

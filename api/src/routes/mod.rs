@@ -13,6 +13,7 @@ use crate::{
 
 pub mod attendance;
 pub mod auth;
+pub mod calls;
 pub mod clients;
 pub mod directory;
 pub mod exports;
@@ -111,5 +112,6 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(exports::routes())
         .merge(schedules::routes())
         .merge(imports::routes())
+        .merge(calls::routes())
         .split_for_parts()
 }

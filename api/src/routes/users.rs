@@ -27,6 +27,8 @@ struct UserRow {
     email: String,
     role: String,
     active: bool,
+    /// The PBX extension calls ring first.
+    extension: Option<String>,
     created_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -50,7 +52,7 @@ async fn list(
         "select * from users",
         Cte::Inline,
         "u",
-        "u.id, u.email, u.role, u.active, u.created_at",
+        "u.id, u.email, u.role, u.active, u.extension, u.created_at",
         "u.email, u.id",
         1,
     ));
@@ -68,6 +70,10 @@ struct NewUser {
     email: Option<String>,
     password: Option<String>,
     role: Option<String>,
+    /// PBX extension (3–5 digits) that click-to-call rings first; `null` clears it.
+    #[serde(default, deserialize_with = "shared::domain::nullable")]
+    #[schema(value_type = Option<String>)]
+    extension: Option<Option<String>>,
 }
 
 #[utoipa::path(
@@ -98,12 +104,24 @@ async fn create(
     if role.is_none() {
         fields.insert("role".into(), "one of admin, manager, teacher".into());
     }
+    if let Some(Some(e)) = &req.extension {
+        if !(3..=5).contains(&e.len()) || !e.bytes().all(|b| b.is_ascii_digit()) {
+            fields.insert("extension".into(), "3 to 5 digits, e.g. 101".into());
+        }
+    }
     let Some(role) = role.filter(|_| fields.is_empty()) else {
         return Err(ApiError::Validation(fields));
     };
     let id = upsert_user(&app.db, &email, &password, role).await?;
+    if let Some(extension) = &req.extension {
+        shared::domain::calls::set_extension(&app.db, id, extension.as_deref()).await?;
+    }
+    let extension: Option<String> = sqlx::query_scalar("select extension from users where id = $1")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": id, "email": email.trim(), "role": role})),
+        Json(json!({"id": id, "email": email.trim(), "role": role, "extension": extension})),
     ))
 }

@@ -7,6 +7,7 @@ mod support;
 mod attendance;
 mod auth;
 mod bad_input;
+mod calls;
 mod client_matching;
 mod clients;
 mod enqueue;

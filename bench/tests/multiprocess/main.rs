@@ -6,6 +6,7 @@
 mod support;
 
 mod bulk_schedule;
+mod calls;
 mod imports;
 mod leases;
 mod maintenance;

@@ -309,6 +309,8 @@ pub fn starts_per_job(logs: &[String], ids: &[String]) -> Vec<(String, usize)> {
 pub struct FakesProc {
     pub child: Child,
     pub base: String,
+    /// The SMTP sink's port.
+    pub smtp_port: u16,
     pub log: PathBuf,
 }
 
@@ -316,11 +318,12 @@ impl FakesProc {
     pub async fn start(args: &[&str]) -> Self {
         let bin = sibling_bin("artsvao-fakes", "fakes");
         let port = free_port();
+        let smtp_port = free_port();
         let log = log_dir().join(format!("fakes-{}.log", ulid_like()));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(&bin)
             .args(["--http-addr", &format!("127.0.0.1:{port}")])
-            .args(["--smtp-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--smtp-addr", &format!("127.0.0.1:{smtp_port}")])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::from(file.try_clone().unwrap()))
@@ -340,7 +343,12 @@ impl FakesProc {
             assert!(Instant::now() < deadline, "fakes never answered");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Self { child, base, log }
+        Self {
+            child,
+            base,
+            smtp_port,
+            log,
+        }
     }
 
     /// The worker environment pointing at these fakes (credentials are the fakes' defaults).
@@ -354,6 +362,16 @@ impl FakesProc {
             ("PYRUS_LOGIN", "bot@artsvao.example".into()),
             ("PYRUS_SECURITY_KEY", "fakes-pyrus-security-key".into()),
             ("PYRUS_FORM_ID", "321".into()),
+            ("NOVOFON_URL", format!("{b}/novofon/v4.0")),
+            ("NOVOFON_ACCESS_TOKEN", "fakes-novofon-access-token".into()),
+            ("NOVOFON_VIRTUAL_NUMBER", "74993720692".into()),
+            ("TELEGRAM_URL", format!("{b}/telegram")),
+            (
+                "TELEGRAM_BOT_TOKEN",
+                "123456789:AAFakeTelegramTokenForArtsvaoTests1".into(),
+            ),
+            ("SMTP_URL", format!("smtp://127.0.0.1:{}", self.smtp_port)),
+            ("SMTP_FROM", "АРТСВАО <crm@artsvao.test>".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -437,8 +455,8 @@ fn sibling_bin(name: &str, package: &str) -> PathBuf {
     bin
 }
 
-/// The real `artsvao-api` process over the test database, with a manager's bearer token.
-/// Killed when dropped.
+/// The real `artsvao-api` process over the test database, with a manager's bearer token (the
+/// manager's PBX extension is 101). Killed when dropped.
 pub struct ApiProc {
     pub child: Child,
     pub base: String,
@@ -458,6 +476,14 @@ impl ApiProc {
         )
         .await
         .unwrap();
+        let manager: uuid::Uuid = sqlx::query_scalar("select id from users where email = $1")
+            .bind(&email)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        shared::domain::calls::set_extension(&db, manager, Some("101"))
+            .await
+            .unwrap();
         db.close().await;
         let port = free_port();
         let log = log_dir().join(format!("api-{}.log", ulid_like()));

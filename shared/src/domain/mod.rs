@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 pub mod attendance;
+pub mod calls;
 pub mod clients;
 pub mod directory;
 pub mod groups;

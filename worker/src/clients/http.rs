@@ -29,6 +29,13 @@ pub struct Timeouts {
 /// How an outbound call failed, classified once.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
+    /// The connection was never made: the provider saw nothing (safe to retry, even an effect).
+    #[error("{service}: {message}")]
+    Unsent {
+        service: &'static str,
+        message: String,
+    },
+    /// Retry later; the provider may have seen the request (a timeout, a 5xx).
     #[error("{service}: {message}")]
     Transient {
         service: &'static str,
@@ -60,7 +67,9 @@ pub enum CallError {
 impl From<CallError> for JobError {
     fn from(e: CallError) -> Self {
         match e {
-            CallError::Transient { .. } => JobError::transient(e.to_string()),
+            CallError::Unsent { .. } | CallError::Transient { .. } => {
+                JobError::transient(e.to_string())
+            }
             CallError::Throttled {
                 service,
                 retry_after,
@@ -162,9 +171,28 @@ impl Service {
         request: RequestBuilder,
         auth_expired: fn(&str) -> bool,
     ) -> Result<Response, CallError> {
-        // A run that lost its lease must not reach the provider.
+        self.prepare(ctx).await?;
+        self.execute(ctx, request, auth_expired).await
+    }
+
+    /// What comes before a call: the run must still hold its lease (a run that lost it must
+    /// not reach the provider), and the service's rate-limit slot is taken (or the job
+    /// snoozes). Separate from [`Service::execute`] for a handler that must record something
+    /// between the two (a click-to-call marks itself `dialling` only once it may dial).
+    pub async fn prepare(&self, ctx: &JobContext) -> Result<(), CallError> {
         ctx.check_lease().await?;
         ctx.acquire(self.limit_key, SLOT_WAIT).await?;
+        Ok(())
+    }
+
+    /// Sends `request` (after [`Service::prepare`]) and classifies the answer. A connection
+    /// that was never made is [`CallError::Unsent`]: the provider cannot have acted on it.
+    pub async fn execute(
+        &self,
+        ctx: &JobContext,
+        request: RequestBuilder,
+        auth_expired: fn(&str) -> bool,
+    ) -> Result<Response, CallError> {
         let request = request
             .timeout(self.total)
             .build()
@@ -182,6 +210,8 @@ impl Service {
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
+                // A connect timeout is both: the connection was never made.
+                let unsent = e.is_connect();
                 let what = if e.is_timeout() {
                     "timed out"
                 } else if e.is_connect() {
@@ -193,9 +223,17 @@ impl Service {
                 let e = self.redact(&e.without_url().to_string());
                 span.in_scope(|| tracing::warn!(elapsed_ms, error = %e, "{what}"));
                 metrics::counter!("outbound_failures_total", "service" => self.name).increment(1);
-                return Err(CallError::Transient {
-                    service: self.name,
-                    message: format!("{what} after {elapsed_ms} ms: {e}"),
+                let message = format!("{what} after {elapsed_ms} ms: {e}");
+                return Err(if unsent {
+                    CallError::Unsent {
+                        service: self.name,
+                        message,
+                    }
+                } else {
+                    CallError::Transient {
+                        service: self.name,
+                        message,
+                    }
                 });
             }
         };

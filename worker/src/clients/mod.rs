@@ -1,10 +1,11 @@
-//! Outbound clients of the providers (Timepad, Pyrus; Novofon, Telegram and SMTP come next),
+//! Outbound clients of the providers (Timepad, Pyrus, Novofon; Telegram and SMTP come next),
 //! all through the one HTTP client in [`http`], configured from flags and environment. A
 //! provider without configuration is disabled: its jobs fail at once, saying what is missing.
 use std::{sync::Arc, time::Duration};
 
 pub mod http;
 pub mod json_stream;
+pub mod novofon;
 pub mod pyrus;
 pub mod timepad;
 
@@ -27,7 +28,7 @@ pub struct IntegrationsConfig {
     pub timepad_token: Option<String>,
     /// The organisation whose events are imported.
     #[arg(long, env = "TIMEPAD_ORGANIZATION_ID")]
-    pub timepad_organization_id: Option<u64>,
+    pub timepad_organization_id: Option<String>,
     /// Overrides `HTTP_TIMEOUT_MS` for Timepad.
     #[arg(long, env = "TIMEPAD_TIMEOUT_MS")]
     pub timepad_timeout_ms: Option<u64>,
@@ -45,7 +46,7 @@ pub struct IntegrationsConfig {
     pub pyrus_security_key: Option<String>,
     /// The form whose tasks are rental applications.
     #[arg(long, env = "PYRUS_FORM_ID")]
-    pub pyrus_form_id: Option<u64>,
+    pub pyrus_form_id: Option<String>,
     /// Overrides `HTTP_TIMEOUT_MS` for Pyrus.
     #[arg(long, env = "PYRUS_TIMEOUT_MS")]
     pub pyrus_timeout_ms: Option<u64>,
@@ -55,9 +56,27 @@ pub struct IntegrationsConfig {
     pub novofon_url: Option<String>,
     #[arg(long, env = "NOVOFON_ACCESS_TOKEN", hide_env_values = true)]
     pub novofon_access_token: Option<String>,
+    /// The account's own number shown to the client (E.164), e.g. `74993720692`.
+    #[arg(long, env = "NOVOFON_VIRTUAL_NUMBER")]
+    pub novofon_virtual_number: Option<String>,
     /// Overrides `HTTP_TIMEOUT_MS` for Novofon.
     #[arg(long, env = "NOVOFON_TIMEOUT_MS")]
     pub novofon_timeout_ms: Option<u64>,
+}
+
+/// A setting that is set: an empty value (compose passes `${VAR:-}`) is unset.
+fn set(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// A numeric id setting: unset, or a number, or the reason it is not.
+fn id(name: &str, v: &Option<String>) -> Result<Option<u64>, String> {
+    set(v)
+        .map(|s| {
+            s.parse()
+                .map_err(|_| format!("{name} is not a number: {s:?}"))
+        })
+        .transpose()
 }
 
 impl IntegrationsConfig {
@@ -74,6 +93,7 @@ impl IntegrationsConfig {
 pub struct Integrations {
     pub timepad: Result<Arc<timepad::Timepad>, String>,
     pub pyrus: Result<Arc<pyrus::Pyrus>, String>,
+    pub novofon: Result<Arc<novofon::Novofon>, String>,
 }
 
 /// A provider's text made fit to store: NULs (PostgreSQL refuses them) and other control
@@ -101,8 +121,13 @@ pub fn disabled(service: &str, reason: &str) -> jobs::JobError {
 
 impl Integrations {
     pub fn from_config(c: &IntegrationsConfig) -> Self {
-        let timepad = match (&c.timepad_url, &c.timepad_token, c.timepad_organization_id) {
-            (Some(url), Some(token), Some(org)) => {
+        let timepad = match (
+            set(&c.timepad_url),
+            set(&c.timepad_token),
+            id("TIMEPAD_ORGANIZATION_ID", &c.timepad_organization_id),
+        ) {
+            (_, _, Err(why)) => Err(why),
+            (Some(url), Some(token), Ok(Some(org))) => {
                 timepad::Timepad::new(url, token, org, c.timeouts(c.timepad_timeout_ms))
                     .map(Arc::new)
                     .map_err(|e| format!("cannot build its client: {e}"))
@@ -110,14 +135,15 @@ impl Integrations {
             _ => Err("set TIMEPAD_URL, TIMEPAD_TOKEN and TIMEPAD_ORGANIZATION_ID".into()),
         };
         let pyrus = match (
-            &c.pyrus_auth_url,
-            &c.pyrus_login,
-            &c.pyrus_security_key,
-            c.pyrus_form_id,
+            set(&c.pyrus_auth_url),
+            set(&c.pyrus_login),
+            set(&c.pyrus_security_key),
+            id("PYRUS_FORM_ID", &c.pyrus_form_id),
         ) {
-            (Some(auth), Some(login), Some(key), Some(form)) => pyrus::Pyrus::new(
+            (_, _, _, Err(why)) => Err(why),
+            (Some(auth), Some(login), Some(key), Ok(Some(form))) => pyrus::Pyrus::new(
                 auth,
-                c.pyrus_api_url.as_deref(),
+                set(&c.pyrus_api_url),
                 login,
                 key,
                 form,
@@ -129,7 +155,23 @@ impl Integrations {
                 Err("set PYRUS_AUTH_URL, PYRUS_LOGIN, PYRUS_SECURITY_KEY and PYRUS_FORM_ID".into())
             }
         };
-        Self { timepad, pyrus }
+        let novofon = match (
+            set(&c.novofon_url),
+            set(&c.novofon_access_token),
+            set(&c.novofon_virtual_number),
+        ) {
+            (Some(url), Some(token), Some(number)) => {
+                novofon::Novofon::new(url, token, number, c.timeouts(c.novofon_timeout_ms))
+                    .map(Arc::new)
+                    .map_err(|e| format!("cannot build its client: {e}"))
+            }
+            _ => Err("set NOVOFON_URL, NOVOFON_ACCESS_TOKEN and NOVOFON_VIRTUAL_NUMBER".into()),
+        };
+        Self {
+            timepad,
+            pyrus,
+            novofon,
+        }
     }
 
     /// Every provider disabled (tests that do not talk to the outside).
@@ -147,6 +189,10 @@ impl Integrations {
             match &self.pyrus {
                 Ok(_) => "pyrus: configured".to_string(),
                 Err(why) => format!("pyrus: disabled ({why})"),
+            },
+            match &self.novofon {
+                Ok(n) => format!("novofon: {}", n.service.origin()),
+                Err(why) => format!("novofon: disabled ({why})"),
             },
         ]
     }

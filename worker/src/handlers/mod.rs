@@ -4,6 +4,7 @@
 use crate::{clients::Integrations, Registry};
 
 pub mod bulk_schedule;
+pub mod call;
 pub mod end_subscriptions;
 pub mod import_cursor;
 pub mod prune_jobs;
@@ -24,5 +25,6 @@ pub fn register_production(
     let registry = timesheet_export::register(registry);
     let registry = bulk_schedule::register(registry);
     let registry = timepad_import::register(registry, integrations);
+    let registry = call::register(registry, integrations);
     pyrus_sync::register(registry, integrations)
 }
