@@ -44,6 +44,10 @@ pub struct ApiConfig {
     /// Largest accepted request body in bytes.
     #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
     pub body_limit_bytes: usize,
+    /// The secret token Telegram sends with every webhook call (`setWebhook`'s
+    /// `secret_token`); unset: `POST /api/webhooks/telegram` answers 404.
+    #[arg(long, env = "TELEGRAM_WEBHOOK_SECRET", hide_env_values = true)]
+    pub telegram_webhook_secret: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -90,6 +94,12 @@ impl ApiConfig {
             status_rate: self.status_rate_limit,
             body_limit_bytes: self.body_limit_bytes,
             readiness_timeout: Duration::from_secs(2),
+            telegram_webhook_secret: self
+                .telegram_webhook_secret
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
         }
     }
 }

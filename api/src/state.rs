@@ -16,6 +16,8 @@ pub struct Settings {
     pub status_rate: Rate,
     pub body_limit_bytes: usize,
     pub readiness_timeout: std::time::Duration,
+    /// The secret Telegram sends with each webhook call; `None`: the webhook is off.
+    pub telegram_webhook_secret: Option<String>,
 }
 
 #[derive(Clone)]

@@ -25,21 +25,22 @@ mod call_bench;
 mod chaos;
 mod export_bench;
 mod import_bench;
+mod notify_bench;
 mod schedule_bench;
 
 #[derive(Parser)]
 #[command(
     name = "artsvao-bench",
-    about = "ARTSVAO benchmarks: `queue` (default), `api`, `export`, `schedule`, `timepad`, `calls`; and `chaos`"
+    about = "ARTSVAO benchmarks: `queue` (default), `api`, `export`, `schedule`, `timepad`, `calls`, `notify`; and `chaos`"
 )]
 struct Args {
     /// `queue`: drain and pickup of the job runtime; `api`: CRM list endpoints under load;
     /// `export`: the timesheet export (writing alone, and the whole job in a worker process);
     /// `schedule`: bulk scheduling against a loop of single-row inserts; `timepad`: the Timepad
     /// import of 50,000 orders from the fakes; `calls`: pickup of click-to-call jobs while
-    /// other queues are full; `chaos`: the soak of
+    /// other queues are full; `notify`: delivery of 10,000 Telegram notices; `chaos`: the soak of
     /// the runtime under failure (a private PostgreSQL cluster, not `DATABASE_URL`).
-    #[arg(default_value = "queue", value_parser = ["queue", "api", "export", "schedule", "timepad", "calls", "chaos"])]
+    #[arg(default_value = "queue", value_parser = ["queue", "api", "export", "schedule", "timepad", "calls", "notify", "chaos"])]
     what: String,
     /// timepad: orders to import.
     #[arg(long, default_value_t = 50_000)]
@@ -329,6 +330,7 @@ async fn main() -> anyhow::Result<()> {
             "export" => export_bench::run(&db, &url).await,
             "timepad" => import_bench::run(&db, &url, args.orders).await,
             "calls" => call_bench::run(&db, &url, 200, 1000).await,
+            "notify" => notify_bench::run(&db, &url, 10_000).await,
             _ => schedule_bench::run(&db, &url).await,
         };
         db.close().await;

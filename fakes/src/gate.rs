@@ -48,8 +48,16 @@ pub async fn gate(State(app): State<Arc<App>>, req: Request, next: Next) -> Resp
     tracing::info!(service = service.as_str(), %path, fault = hit.kind.name(), "fault hit");
     match hit.kind {
         FaultKind::Latency => {
-            tokio::time::sleep(hit.latency).await;
-            answered(&app, id, next.run(req).await)
+            // A real server finishes a request it received even if its client leaves while
+            // it is slow: the work runs in its own task, not in the connection's future.
+            let latency = hit.latency;
+            let app = app.clone();
+            let work = tokio::spawn(async move {
+                tokio::time::sleep(latency).await;
+                answered(&app, id, next.run(req).await)
+            });
+            work.await
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
         FaultKind::Status => answered(&app, id, fault_response(service, &hit, &bytes)),
         FaultKind::Drop => cut(conn),

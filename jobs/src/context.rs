@@ -134,6 +134,15 @@ impl JobContext {
         }
     }
 
+    /// [`JobContext::fence`] that also tells whether a cancel was requested, read under the
+    /// same lock on the caller's connection (a handler holding a transaction must not wait
+    /// for a second pool connection: with as many runs as connections, that starves the pool).
+    pub async fn fence_reading_cancel(&self, tx: &mut PgConnection) -> Result<bool, JobError> {
+        ledger::hold_lease_reading_cancel(tx, &self.id, self.lease)
+            .await?
+            .ok_or(JobError::LeaseLost)
+    }
+
     /// Stores the job's downloadable file (one per job; a retry replaces it). Fenced: a run
     /// that lost its lease stores nothing (`LeaseLost`).
     pub async fn store_artifact(

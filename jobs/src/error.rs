@@ -81,3 +81,16 @@ impl From<shared::domain::DomainError> for JobError {
         }
     }
 }
+
+impl From<crate::enqueue::EnqueueError> for JobError {
+    /// A job that enqueues others (notices, their deliveries): the database as above, a
+    /// payload that does not encode is permanent.
+    fn from(error: crate::enqueue::EnqueueError) -> Self {
+        use crate::enqueue::EnqueueError as E;
+        match error {
+            E::Database(db) => db.into(),
+            E::Encode(e) => Self::Permanent(format!("cannot encode a job: {e}")),
+            E::Engine(e) => Self::transient(format!("queue engine: {e}")),
+        }
+    }
+}

@@ -246,6 +246,22 @@ pub async fn hold_lease(
     Ok(held.is_some())
 }
 
+/// [`hold_lease`] that also reads the cancel flag under the lock (one statement, on the
+/// caller's connection): `None` when the lease is lost, else whether a cancel was requested.
+pub async fn hold_lease_reading_cancel(
+    conn: &mut PgConnection,
+    id: &str,
+    lease: Uuid,
+) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select cancel_requested from job_runs where id = $1 and lease = $2 for share",
+    )
+    .bind(id)
+    .bind(lease)
+    .fetch_optional(conn)
+    .await
+}
+
 /// Stores the job's downloadable file (one per job; a retry replaces it) if the run holding
 /// `lease` still holds the job — checked under a lock on its ledger row, so a run that lost
 /// its lease can never overwrite the file of the run that replaced it. Returns false when the

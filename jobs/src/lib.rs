@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
 
+pub mod breaker;
 pub mod context;
 pub mod engine;
 pub mod enqueue;

@@ -177,10 +177,16 @@ pub async fn serve_health(
     }
 }
 
+/// Ready when the database answers; the detail shows the notification channels' circuit
+/// breakers (an open breaker pauses a channel, it does not make the worker unready).
 async fn readiness(State(s): State<HealthState>) -> impl IntoResponse {
     let db = shared::db::ping(&s.pool, Duration::from_secs(2)).await;
     if db && s.health.db_ok() {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
+        let breakers = jobs::breaker::states(&s.pool).await.unwrap_or_default();
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "breakers": breakers})),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -192,6 +198,18 @@ async fn readiness(State(s): State<HealthState>) -> impl IntoResponse {
 async fn metrics(State(s): State<HealthState>) -> impl IntoResponse {
     if let Err(error) = jobs::ledger::record_queue_gauges(&s.pool).await {
         tracing::warn!(%error, "cannot read queue gauges");
+    }
+    // The breakers' state as every replica sees it (it lives in PostgreSQL).
+    match jobs::breaker::states(&s.pool).await {
+        Ok(states) => {
+            for b in states {
+                let open = if b.state == "closed" { 0.0 } else { 1.0 };
+                metrics::gauge!("circuit_breaker_open", "key" => b.key.clone()).set(open);
+                metrics::gauge!("circuit_breaker_failures", "key" => b.key)
+                    .set(f64::from(b.failures));
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot read circuit breakers"),
     }
     (
         [(

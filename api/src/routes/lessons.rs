@@ -3,13 +3,15 @@
 //! (half-open ranges, cancelled lessons excluded) and reported as 409 with the clashing lessons.
 use axum::{
     extract::{Path, State},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     Json,
 };
 use chrono::{DateTime, FixedOffset, Utc};
+use jobs::kinds::notifications::notify;
 use serde::Deserialize;
 use shared::domain::{
     lessons::{self, Lesson, Move, NewLesson},
+    notifications::{lesson_notices, Template},
     FieldErrors, Page,
 };
 use uuid::Uuid;
@@ -18,7 +20,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::CurrentUser,
-    http::{page, ApiError, AppJson, AppQuery},
+    http::{page, requester, ApiError, AppJson, AppQuery},
     routes::directory::WRITERS,
     state::AppState,
 };
@@ -67,11 +69,25 @@ async fn create(
 async fn move_lesson(
     State(app): State<AppState>,
     user: CurrentUser,
+    headers: HeaderMap,
     Path(id): Path<Uuid>,
     AppJson(req): AppJson<Move>,
 ) -> Result<Json<Lesson>, ApiError> {
     user.require(WRITERS)?;
-    Ok(Json(lessons::move_lesson(&app.db, id, &req).await?))
+    // The move and the notices of its roster in one transaction.
+    let mut tx = app.db.begin().await?;
+    let before = lessons::fetch(&mut *tx, id).await?;
+    let lesson = lessons::move_lesson(&mut tx, id, &req).await?;
+    let mut enqueued = Vec::new();
+    if lesson.starts_at != before.starts_at || lesson.room_id != before.room_id {
+        let notices =
+            lesson_notices(&mut tx, id, Template::LessonMoved, Some(before.starts_at)).await?;
+        enqueued = notify(&mut tx, &requester(&user, &headers), &notices).await?;
+    }
+    tx.commit().await?;
+    jobs::committed(&enqueued);
+    tracing::info!(notices = enqueued.len(), "lesson moved");
+    Ok(Json(lesson))
 }
 
 /// Cancels a lesson: its slot is freed for other bookings and every visit charged for it is
@@ -88,11 +104,18 @@ async fn move_lesson(
 async fn cancel(
     State(app): State<AppState>,
     user: CurrentUser,
+    headers: HeaderMap,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Lesson>, ApiError> {
     user.require(WRITERS)?;
-    let (lesson, released) = lessons::cancel(&app.db, id).await?;
-    tracing::info!(released, "lesson cancelled");
+    // The cancellation and the notices of its roster in one transaction.
+    let mut tx = app.db.begin().await?;
+    let (lesson, released) = lessons::cancel(&mut *tx, id).await?;
+    let notices = lesson_notices(&mut tx, id, Template::LessonCancelled, None).await?;
+    let enqueued = notify(&mut tx, &requester(&user, &headers), &notices).await?;
+    tx.commit().await?;
+    jobs::committed(&enqueued);
+    tracing::info!(released, notices = enqueued.len(), "lesson cancelled");
     Ok(Json(lesson))
 }
 

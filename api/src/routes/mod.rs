@@ -22,6 +22,7 @@ pub mod health;
 pub mod imports;
 pub mod jobs;
 pub mod lessons;
+pub mod notifications;
 pub mod rentals;
 pub mod schedules;
 pub mod subscriptions;
@@ -113,5 +114,6 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(schedules::routes())
         .merge(imports::routes())
         .merge(calls::routes())
+        .merge(notifications::routes())
         .split_for_parts()
 }

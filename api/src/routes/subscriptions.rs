@@ -218,11 +218,21 @@ async fn list_invoices(
 async fn pay(
     State(app): State<AppState>,
     user: CurrentUser,
+    headers: axum::http::HeaderMap,
     AppJson(req): AppJson<NewPayment>,
 ) -> Result<(StatusCode, Json<Payment>), ApiError> {
     user.require(WRITERS)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(subscriptions::pay(&app.db, &req, user.id).await?),
-    ))
+    // The payment and the client's receipt notice in one transaction.
+    let mut tx = app.db.begin().await?;
+    let payment = subscriptions::pay(&mut *tx, &req, user.id).await?;
+    let notices = subscriptions::payment_notice(&mut *tx, &payment, req.amount).await?;
+    let enqueued = jobs::kinds::notifications::notify(
+        &mut tx,
+        &crate::http::requester(&user, &headers),
+        &notices,
+    )
+    .await?;
+    tx.commit().await?;
+    jobs::committed(&enqueued);
+    Ok((StatusCode::CREATED, Json(payment)))
 }

@@ -504,6 +504,22 @@ async fn a_month_without_lessons_exports_a_valid_file_saying_so(db: PgPool) {
     let done = app.wait_terminal(&manager, &id, WAIT).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["result"]["lessons"], 0);
+    // "Your export is ready": one e-mail notice to the user who asked, keyed by the job.
+    let (user, channel, template): (Option<Uuid>, String, String) =
+        sqlx::query_as("select user_id, channel, template from notifications where dedup_key = $1")
+            .bind(format!("export_ready:{id}"))
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let manager_id: Uuid = sqlx::query_scalar("select requested_by from job_runs where id = $1")
+        .bind(&id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        (user, channel.as_str(), template.as_str()),
+        (Some(manager_id), "email", "export_ready")
+    );
     let mut book = download(&app, &manager, &id).await;
     assert_eq!(book.sheet_names(), vec!["Сводка", "Живопись", "Керамика"]);
     let summary = book.worksheet_range("Сводка").unwrap();

@@ -49,7 +49,7 @@ async fn perform_runs_one_handler_and_records_its_outcome(db: PgPool) {
     let report = result.unwrap();
     assert_eq!(
         report,
-        json!({"ended": 0, "visits_burned": 0, "ending_soon_notices": 0})
+        json!({"ended": 0, "visits_burned": 0, "notices": 0})
     );
     let status: Value = app
         .get(&admin, &format!("/api/jobs/{id}"))

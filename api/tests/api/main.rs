@@ -21,6 +21,7 @@ mod job_helpers;
 mod job_retries;
 mod job_shutdown;
 mod lessons;
+mod notifications;
 mod openapi;
 mod pool_hygiene;
 mod rentals;

@@ -245,11 +245,11 @@ async fn the_expiry_job_ends_an_expired_subscription_once_burning_its_leftovers(
     }
     assert_eq!(
         reports[0],
-        json!({"ended": 1, "visits_burned": 8, "ending_soon_notices": 1})
+        json!({"ended": 1, "visits_burned": 8, "notices": 2})
     );
     assert_eq!(
         reports[1],
-        json!({"ended": 0, "visits_burned": 0, "ending_soon_notices": 0})
+        json!({"ended": 0, "visits_burned": 0, "notices": 0})
     );
     let statuses: Vec<(String, i32)> =
         sqlx::query_as("select status, visits_burned from subscriptions order by begins_on")

@@ -10,5 +10,6 @@ mod calls;
 mod imports;
 mod leases;
 mod maintenance;
+mod notifications;
 mod outage;
 mod processes;

@@ -5,5 +5,6 @@ pub mod calls;
 pub mod exports;
 pub mod imports;
 pub mod maintenance;
+pub mod notifications;
 pub mod scheduling;
 pub mod subscriptions;

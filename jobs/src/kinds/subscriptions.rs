@@ -1,5 +1,5 @@
-//! `end_subscriptions`: the daily job that ends subscriptions whose period is over and queues
-//! "ending soon" notices.
+//! `end_subscriptions`: the daily job that ends subscriptions whose period is over and notifies
+//! their clients ("ending soon", "ended").
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -26,5 +26,6 @@ impl Job for EndSubscriptions {
 pub struct EndReport {
     pub ended: i64,
     pub visits_burned: i64,
-    pub ending_soon_notices: i64,
+    /// Notices created: "ending soon" and "ended", one per subscription.
+    pub notices: i64,
 }

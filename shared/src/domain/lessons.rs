@@ -263,11 +263,10 @@ pub struct Move {
 }
 
 pub async fn move_lesson(
-    db: impl Acquire<'_, Database = Postgres>,
+    conn: &mut PgConnection,
     id: Uuid,
     req: &Move,
 ) -> Result<Lesson, DomainError> {
-    let mut conn = db.acquire().await?;
     let current = fetch(&mut *conn, id).await?;
     if current.status != LessonStatus::Scheduled {
         return Err(DomainError::Conflict(format!(
@@ -290,6 +289,9 @@ pub async fn move_lesson(
     };
     let room_id = req.room_id.unwrap_or(current.room_id);
     let teacher_id = req.teacher_id.or(current.teacher_id);
+    // A savepoint when the caller's transaction is open: a clash is read after rolling back
+    // to it, so the caller's transaction stays usable.
+    let mut attempt = sqlx::Connection::begin(&mut *conn).await?;
     let moved: Result<Option<Lesson>, sqlx::Error> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "update lessons l set starts_at = $2, ends_at = $3, room_id = $4, teacher_id = $5,
              topic = coalesce($6, topic), updated_at = now()
@@ -301,12 +303,16 @@ pub async fn move_lesson(
     .bind(room_id)
     .bind(teacher_id)
     .bind(req.topic.as_deref().map(str::trim))
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut *attempt)
     .await;
     match moved {
-        Ok(Some(lesson)) => Ok(lesson),
+        Ok(Some(lesson)) => {
+            attempt.commit().await?;
+            Ok(lesson)
+        }
         Ok(None) => Err(DomainError::Conflict("the lesson changed meanwhile".into())),
         Err(e) => {
+            attempt.rollback().await?;
             let slot = Slot {
                 own_id: Some(id),
                 room_id,
@@ -314,7 +320,7 @@ pub async fn move_lesson(
                 starts_at,
                 ends_at,
             };
-            Err(clash_error(&mut conn, e, slot).await)
+            Err(clash_error(conn, e, slot).await)
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod clients;
 pub mod directory;
 pub mod groups;
 pub mod lessons;
+pub mod notifications;
 pub mod page;
 pub mod rentals;
 pub mod roster;

@@ -352,23 +352,74 @@ pub async fn end_expired(db: impl PgExecutor<'_>) -> Result<Ended, DomainError> 
     })
 }
 
-/// Queues an "ending soon" notice for each active subscription ending within `days` days
-/// (once per subscription). Returns how many were queued.
-pub async fn queue_ending_soon(db: impl PgExecutor<'_>, days: i32) -> Result<i64, DomainError> {
-    Ok(sqlx::query(
-        "insert into notification_outbox (kind, client_id, subject_id, payload)
-         select 'subscription_ending', s.client_id, s.id,
-                jsonb_build_object('ends_on', s.ends_on,
-                                   'visits_left', s.visits_total - s.visits_used)
+/// The notices of subscriptions ending within `days` days ("ending soon", once per
+/// subscription) and of those ended in the last two days ("ended", once), for the recipient's
+/// preferred channel. Call in the transaction that ended them.
+pub async fn notices(
+    db: impl PgExecutor<'_>,
+    days: i32,
+) -> Result<Vec<super::notifications::NewNotice>, DomainError> {
+    use super::notifications::{NewNotice, Recipient, Template};
+    let rows: Vec<(Uuid, Uuid, chrono::NaiveDate, Option<i32>, bool)> = sqlx::query_as(
+        "select s.id, s.client_id, s.ends_on, s.visits_total - s.visits_used, false
          from subscriptions s
          where s.status = 'active'
            and s.ends_on between current_date_msk() and current_date_msk() + $1
-         on conflict (kind, subject_id) do nothing",
+         union all
+         select s.id, s.client_id, s.ends_on, null, true
+         from subscriptions s
+         where s.status = 'ended' and s.ended_at > now() - interval '2 days'",
     )
     .bind(days)
-    .execute(db)
-    .await?
-    .rows_affected() as i64)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, client_id, ends_on, visits_left, ended)| NewNotice {
+            recipient: Recipient::Client(client_id),
+            channel: None,
+            template: if ended {
+                Template::SubscriptionEnded
+            } else {
+                Template::SubscriptionEnding
+            },
+            params: serde_json::json!({
+                "subscription_id": id,
+                "ends_on": ends_on.format("%d.%m.%Y").to_string(),
+                "visits_left": visits_left,
+            }),
+            dedup_key: format!(
+                "subscription_{}:{id}",
+                if ended { "ended" } else { "ending" }
+            ),
+            not_after: None,
+        })
+        .collect())
+}
+
+/// The "payment received" notice of a payment (once per payment), to the invoice's client.
+pub async fn payment_notice(
+    db: impl PgExecutor<'_>,
+    payment: &Payment,
+    amount: f64,
+) -> Result<Vec<super::notifications::NewNotice>, DomainError> {
+    use super::notifications::{NewNotice, Recipient, Template};
+    let client: Uuid = sqlx::query_scalar("select client_id from invoices where id = $1")
+        .bind(payment.invoice.id)
+        .fetch_one(db)
+        .await?;
+    Ok(vec![NewNotice {
+        recipient: Recipient::Client(client),
+        channel: None,
+        template: Template::PaymentReceived,
+        params: serde_json::json!({
+            "payment_id": payment.payment_id,
+            "amount": format!("{amount:.2}"),
+            "invoice_status": payment.invoice.status,
+        }),
+        dedup_key: format!("payment:{}", payment.payment_id),
+        not_after: None,
+    }])
 }
 
 // ----- invoices and payments -----

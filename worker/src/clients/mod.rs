@@ -1,12 +1,15 @@
-//! Outbound clients of the providers (Timepad, Pyrus, Novofon; Telegram and SMTP come next),
-//! all through the one HTTP client in [`http`], configured from flags and environment. A
-//! provider without configuration is disabled: its jobs fail at once, saying what is missing.
+//! Outbound clients of the providers (Timepad, Pyrus, Novofon, Telegram through the one HTTP
+//! client in [`http`]; e-mail through lettre's SMTP transport in [`smtp`]), configured from
+//! flags and environment. A provider without configuration is disabled: its jobs fail at once,
+//! saying what is missing.
 use std::{sync::Arc, time::Duration};
 
 pub mod http;
 pub mod json_stream;
 pub mod novofon;
 pub mod pyrus;
+pub mod smtp;
+pub mod telegram;
 pub mod timepad;
 
 use http::Timeouts;
@@ -62,6 +65,33 @@ pub struct IntegrationsConfig {
     /// Overrides `HTTP_TIMEOUT_MS` for Novofon.
     #[arg(long, env = "NOVOFON_TIMEOUT_MS")]
     pub novofon_timeout_ms: Option<u64>,
+
+    /// Telegram Bot API base, e.g. `https://api.telegram.org`.
+    #[arg(long, env = "TELEGRAM_URL")]
+    pub telegram_url: Option<String>,
+    #[arg(long, env = "TELEGRAM_BOT_TOKEN", hide_env_values = true)]
+    pub telegram_bot_token: Option<String>,
+    /// Overrides `HTTP_TIMEOUT_MS` for Telegram.
+    #[arg(long, env = "TELEGRAM_TIMEOUT_MS")]
+    pub telegram_timeout_ms: Option<u64>,
+
+    /// The mail relay: `smtp://user:password@host:587?tls=required` (STARTTLS),
+    /// `smtps://user:password@host:465` (TLS), `smtp://host:25` (plain).
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The sender, e.g. `АРТСВАО <crm@artsvao.ru>`.
+    #[arg(long, env = "SMTP_FROM")]
+    pub smtp_from: Option<String>,
+    /// Timeout of the connection and of every SMTP command, in milliseconds.
+    #[arg(long, env = "SMTP_TIMEOUT_MS", default_value_t = 15_000)]
+    pub smtp_timeout_ms: u64,
+
+    /// Consecutive transient failures of a notification channel that pause it.
+    #[arg(long, env = "NOTIFY_BREAKER_FAILURES", default_value_t = 5)]
+    pub notify_breaker_failures: u32,
+    /// How long a paused channel waits before one probe, in seconds.
+    #[arg(long, env = "NOTIFY_BREAKER_PAUSE_SECS", default_value_t = 60)]
+    pub notify_breaker_pause_secs: u64,
 }
 
 /// A setting that is set: an empty value (compose passes `${VAR:-}`) is unset.
@@ -94,6 +124,10 @@ pub struct Integrations {
     pub timepad: Result<Arc<timepad::Timepad>, String>,
     pub pyrus: Result<Arc<pyrus::Pyrus>, String>,
     pub novofon: Result<Arc<novofon::Novofon>, String>,
+    pub telegram: Result<Arc<telegram::Telegram>, String>,
+    pub mailer: Result<Arc<smtp::Mailer>, String>,
+    /// The notification channels' circuit breaker settings.
+    pub breaker: jobs::breaker::Breaker,
 }
 
 /// A provider's text made fit to store: NULs (PostgreSQL refuses them) and other control
@@ -167,10 +201,33 @@ impl Integrations {
             }
             _ => Err("set NOVOFON_URL, NOVOFON_ACCESS_TOKEN and NOVOFON_VIRTUAL_NUMBER".into()),
         };
+        let telegram = match (set(&c.telegram_url), set(&c.telegram_bot_token)) {
+            (Some(url), Some(token)) => {
+                telegram::Telegram::new(url, token, c.timeouts(c.telegram_timeout_ms))
+                    .map(Arc::new)
+                    .map_err(|e| format!("cannot build its client: {e}"))
+            }
+            _ => Err("set TELEGRAM_URL and TELEGRAM_BOT_TOKEN".into()),
+        };
+        let mailer = match (set(&c.smtp_url), set(&c.smtp_from)) {
+            (Some(url), Some(from)) => {
+                smtp::Mailer::new(url, from, Duration::from_millis(c.smtp_timeout_ms.max(1)))
+                    .map(Arc::new)
+            }
+            _ => Err("set SMTP_URL and SMTP_FROM".into()),
+        };
+        let breaker = jobs::breaker::Breaker {
+            threshold: c.notify_breaker_failures.max(1),
+            pause: Duration::from_secs(c.notify_breaker_pause_secs.max(1)),
+            ..Default::default()
+        };
         Self {
             timepad,
             pyrus,
             novofon,
+            telegram,
+            mailer,
+            breaker,
         }
     }
 
@@ -193,6 +250,14 @@ impl Integrations {
             match &self.novofon {
                 Ok(n) => format!("novofon: {}", n.service.origin()),
                 Err(why) => format!("novofon: disabled ({why})"),
+            },
+            match &self.telegram {
+                Ok(t) => format!("telegram: {}", t.service.origin()),
+                Err(why) => format!("telegram: disabled ({why})"),
+            },
+            match &self.mailer {
+                Ok(m) => format!("smtp: {}", m.origin()),
+                Err(why) => format!("smtp: disabled ({why})"),
             },
         ]
     }

@@ -123,10 +123,10 @@ pub async fn dial(
     // Lease and rate-limit slot first: a snooze here leaves the request `queued`.
     novofon.prepare(&ctx).await?;
     let mut tx = ctx.db().begin().await?;
-    ctx.fence(&mut tx).await?;
-    // Cancelled by a person while waiting for the slot: not dialled. (The fence's lock on
-    // the job's row orders this read after any cancel that came first.)
-    if ctx.is_cancel_requested().await? {
+    // Cancelled by a person while waiting for the slot: not dialled. (Read under the fence's
+    // lock on the job's row, on this transaction's connection: after any cancel that came
+    // first, and without waiting for a second pool connection.)
+    if ctx.fence_reading_cancel(&mut tx).await? {
         let reason = "cancelled by a person before dialling: not dialled";
         calls::finish(
             &mut tx,

@@ -1,9 +1,12 @@
 //! `end_subscriptions`: the daily end of subscriptions whose period is over (their left-over
-//! visits burn) and the "ending soon" notices. Both steps are idempotent: a second run the
-//! same day changes nothing.
+//! visits burn) and the notices "ending soon" and "ended", in one transaction. Idempotent: a
+//! second run the same day changes nothing (the notices' dedup keys).
 use jobs::{
-    kinds::subscriptions::{EndReport, EndSubscriptions, ENDING_SOON_DAYS},
-    JobContext, JobError,
+    kinds::{
+        notifications::notify,
+        subscriptions::{EndReport, EndSubscriptions, ENDING_SOON_DAYS},
+    },
+    JobContext, JobError, Requester,
 };
 use shared::domain::subscriptions;
 
@@ -22,14 +25,22 @@ pub async fn end_subscriptions(
     _job: EndSubscriptions,
     ctx: JobContext,
 ) -> Result<EndReport, JobError> {
-    let ended = subscriptions::end_expired(ctx.db()).await?;
-    ctx.progress(50, format!("{} subscriptions ended", ended.ended))
-        .await?;
-    let ending_soon_notices = subscriptions::queue_ending_soon(ctx.db(), ENDING_SOON_DAYS).await?;
+    // The change and its notices in one transaction: no ended subscription without its notice.
+    let mut tx = ctx.db().begin().await?;
+    ctx.fence(&mut tx).await?;
+    let ended = subscriptions::end_expired(&mut *tx).await?;
+    let notices = subscriptions::notices(&mut *tx, ENDING_SOON_DAYS).await?;
+    let requester = Requester {
+        user_id: ctx.requested_by,
+        request_id: Some(ctx.id.clone()),
+    };
+    let enqueued = notify(&mut tx, &requester, &notices).await?;
+    tx.commit().await?;
+    jobs::committed(&enqueued);
     let report = EndReport {
         ended: ended.ended,
         visits_burned: ended.visits_burned,
-        ending_soon_notices,
+        notices: enqueued.len() as i64,
     };
     tracing::info!(?report, "subscriptions ended");
     Ok(report)

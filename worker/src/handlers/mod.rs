@@ -7,6 +7,7 @@ pub mod bulk_schedule;
 pub mod call;
 pub mod end_subscriptions;
 pub mod import_cursor;
+pub mod notify;
 pub mod prune_jobs;
 pub mod pyrus_sync;
 pub mod timepad_import;
@@ -26,5 +27,6 @@ pub fn register_production(
     let registry = bulk_schedule::register(registry);
     let registry = timepad_import::register(registry, integrations);
     let registry = call::register(registry, integrations);
+    let registry = notify::register(registry, integrations);
     pyrus_sync::register(registry, integrations)
 }

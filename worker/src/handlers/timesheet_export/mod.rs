@@ -25,10 +25,15 @@
 use std::time::{Duration, Instant};
 
 use jobs::{
-    kinds::exports::{timesheet_file_name, ExportReport, TimesheetExport, XLSX_CONTENT_TYPE},
+    kinds::{
+        exports::{timesheet_file_name, ExportReport, TimesheetExport, XLSX_CONTENT_TYPE},
+        notifications::notify,
+    },
     JobContext, JobError,
 };
 use rust_xlsxwriter::XlsxError;
+use shared::domain::notifications::{Channel, NewNotice, Recipient, Template};
+use uuid::Uuid;
 
 use crate::Registry;
 
@@ -83,8 +88,32 @@ pub async fn timesheet_export(
     };
     ctx.store_artifact(&report.file_name, XLSX_CONTENT_TYPE, bytes)
         .await?;
+    notify_ready(&ctx, job.requested_by, &report.file_name).await?;
     tracing::info!(?report, "timesheet exported");
     Ok(report)
+}
+
+/// "Your export is ready" to the user who asked (by e-mail; once per job, a re-run after a
+/// crash finds the notice's dedup key).
+async fn notify_ready(ctx: &JobContext, user: Uuid, file_name: &str) -> Result<(), JobError> {
+    let notice = NewNotice {
+        recipient: Recipient::User(user),
+        channel: Some(Channel::Email),
+        template: Template::ExportReady,
+        params: serde_json::json!({"job_id": ctx.id, "file_name": file_name}),
+        dedup_key: format!("export_ready:{}", ctx.id),
+        not_after: None,
+    };
+    let requester = jobs::Requester {
+        user_id: Some(user),
+        request_id: Some(ctx.id.clone()),
+    };
+    let mut tx = ctx.db().begin().await?;
+    ctx.fence(&mut tx).await?;
+    let enqueued = notify(&mut tx, &requester, &[notice]).await?;
+    tx.commit().await?;
+    jobs::committed(&enqueued);
+    Ok(())
 }
 
 fn xlsx(e: XlsxError) -> JobError {
