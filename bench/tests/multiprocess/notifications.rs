@@ -94,6 +94,18 @@ async fn centre(db: &PgPool, members: usize, lessons: usize) -> (Uuid, Vec<Uuid>
     (group, clients, lesson_ids)
 }
 
+/// `POST /api/notifications/broadcast` of `text` to `group` on `channel`: 202.
+async fn broadcast(api: &ApiProc, group: Uuid, text: &str, channel: &str) {
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/notifications/broadcast", api.base))
+        .bearer_auth(&api.token)
+        .json(&json!({"group_id": group, "text": text, "channels": [channel]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+}
+
 /// The `sendMessage` requests the fake answered with 200: (chat id, time received).
 async fn delivered(fakes: &FakesProc) -> Vec<(i64, DateTime<Utc>)> {
     fakes
@@ -219,14 +231,7 @@ async fn a_worker_killed_during_a_broadcast_of_500_sends_each_message_once(db: P
         .await;
     let env = fakes.worker_env();
     let mut a = worker_with(&url, "replica-a", &env, &FAST).await;
-    let res = reqwest::Client::new()
-        .post(format!("{}/api/notifications/broadcast", api.base))
-        .bearer_auth(&api.token)
-        .json(&json!({"group_id": group, "text": "Концерт в субботу в 18:00", "channels": ["telegram"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
+    broadcast(&api, group, "Концерт в субботу в 18:00", "telegram").await;
     // SIGKILL the only replica once 100 messages went out and others are on their way.
     wait_for(
         "100 sends and more in flight",
@@ -295,16 +300,7 @@ async fn telegram_429_holds_the_bot_and_403_skips_without_retry(db: PgPool) {
         .fault(json!({"service": "telegram", "fault": "status", "status": 429, "retry_after_s": 3, "times": 1}))
         .await;
     let _w = worker_with(&url, "replica-a", &fakes.worker_env(), &[NO_REMINDERS]).await;
-    let res = reqwest::Client::new()
-        .post(format!("{}/api/notifications/broadcast", api.base))
-        .bearer_auth(&api.token)
-        .json(
-            &json!({"group_id": group, "text": "Репетиция переносится", "channels": ["telegram"]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
+    broadcast(&api, group, "Репетиция переносится", "telegram").await;
     let settled = wait_settled(&db, 3, Duration::from_secs(30)).await;
     assert_eq!(settled.get("sent"), Some(&2), "{settled:?}");
     assert_eq!(settled.get("skipped"), Some(&1), "{settled:?}");
@@ -385,19 +381,6 @@ async fn smtp_451_is_retried_550_5_1_1_marks_the_address_and_the_breaker_pauses_
         ("NOTIFY_BREAKER_PAUSE_SECS", "6"),
     ]);
     let w = worker_with(&url, "replica-a", &fakes.worker_env(), &extra).await;
-    let broadcast = |group: Uuid| {
-        let api = &api;
-        async move {
-            let res = reqwest::Client::new()
-                .post(format!("{}/api/notifications/broadcast", api.base))
-                .bearer_auth(&api.token)
-                .json(&json!({"group_id": group, "text": "Письмо", "channels": ["email"]}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 202);
-        }
-    };
 
     // 1. member0: the relay answers 451 once → retried and sent. member1: 550 5.1.1 → failed,
     // the address marked, never tried again.
@@ -412,7 +395,7 @@ async fn smtp_451_is_retried_550_5_1_1_marks_the_address_and_the_breaker_pauses_
         .execute(&db)
         .await
         .unwrap();
-    broadcast(group).await;
+    broadcast(&api, group, "Письмо", "email").await;
     let settled = wait_settled(&db, 2, Duration::from_secs(60)).await;
     assert_eq!(settled.get("sent"), Some(&1), "{settled:?}");
     assert_eq!(settled.get("failed"), Some(&1), "{settled:?}");
@@ -460,7 +443,7 @@ async fn smtp_451_is_retried_550_5_1_1_marks_the_address_and_the_breaker_pauses_
     fakes
         .fault(json!({"service": "smtp", "stage": "connect", "fault": "status", "status": 421, "message": "4.7.0 Try again later"}))
         .await;
-    broadcast(group).await;
+    broadcast(&api, group, "Письмо", "email").await;
     wait_for("the breaker opens", Duration::from_secs(30), || async {
         let state: Option<String> =
             sqlx::query_scalar("select state from circuit_breakers where key = 'email'")
@@ -490,7 +473,7 @@ async fn smtp_451_is_retried_550_5_1_1_marks_the_address_and_the_breaker_pauses_
     // Sends already connecting when it opened finish failing; then nothing goes out.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let refused_while_open = fakes.requests("smtp").await.len();
-    broadcast(group).await;
+    broadcast(&api, group, "Письмо", "email").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         fakes.requests("smtp").await.len(),
@@ -538,14 +521,7 @@ async fn email_at_six_a_minute_sends_twenty_at_that_pace_without_burning_attempt
         worker_with(&url, "replica-a", &env, &slow),
         worker_with(&url, "replica-b", &env, &slow),
     );
-    let res = reqwest::Client::new()
-        .post(format!("{}/api/notifications/broadcast", api.base))
-        .bearer_auth(&api.token)
-        .json(&json!({"group_id": group, "text": "Письмо", "channels": ["email"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
+    broadcast(&api, group, "Письмо", "email").await;
     let settled = wait_settled(&db, 20, Duration::from_secs(240)).await;
     assert_eq!(settled.get("sent"), Some(&20), "{settled:?}");
     let mut times: Vec<DateTime<Utc>> = fakes

@@ -180,7 +180,7 @@ const COLUMNS: &str = "n.id, n.client_id, n.user_id, n.channel, n.template, n.pa
 
 /// Notices as shown: one still `queued` or `sending` whose delivery job ended without
 /// recording an outcome (a person cancelled the waiting job, its attempts ran out before a
-/// send) shows what became of it — `skipped` / `failed` "not sent", or `failed` "may have been
+/// send, or the job is gone: pruned after its retention) shows what became of it — `skipped` / `failed` "not sent", or `failed` "may have been
 /// delivered" if a send had begun.
 const SHOWN: &str = "
     select n.id, n.client_id, n.user_id, n.channel, n.template, n.params,
@@ -198,7 +198,9 @@ const SHOWN: &str = "
                     else 'the delivery ended before sending: not sent — ' || coalesce(j.error, '')
                end as error,
                j.finished_at as ended_at
-        where n.state in ('queued', 'sending') and j.state in ('succeeded', 'failed', 'cancelled')
+        where n.state in ('queued', 'sending')
+          and (j.state in ('succeeded', 'failed', 'cancelled')
+               or (j.id is null and n.created_at < now() - interval '1 day'))
     ) e on true";
 
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Notification, DomainError> {
@@ -397,7 +399,7 @@ pub async fn finish(
 /// the WAL flush (`synchronous_commit = off` for this one statement): the send is over, and a
 /// PostgreSQL crash in the next few hundred milliseconds that lost this write would leave the
 /// notice `sending` — which the next attempt records as "may have been delivered" (Telegram)
-/// or sends again with the same Message-ID (e-mail), never a silent second message. Measured:
+/// or sends again with the same Message-ID (e-mail), never a second Telegram message. Measured:
 /// the delivery's two flushed commits were where its time went (`WALWrite` / `WALSync` waits).
 pub async fn record_sent(
     db: impl PgExecutor<'_>,
@@ -554,7 +556,7 @@ pub fn reminder_sql() -> &'static str {
        and l.starts_at > now() and l.starts_at <= now() + interval '24 hours'
        and not exists (select 1 from notifications n
                        where n.dedup_key = 'reminder:' || l.id || ':' || e.client_id || ':'
-                                           || extract(epoch from l.starts_at)::bigint)"
+                                           || floor(extract(epoch from l.starts_at))::bigint)"
 }
 
 /// The reminders due now (see [`reminder_sql`]), as notices.

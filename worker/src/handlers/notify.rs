@@ -293,6 +293,10 @@ pub async fn deliver(
         Health::Up if d.breaker_clean => Ok(()),
         Health::Up => channels.breaker.success(ctx.db(), key).await.map(|_| ()),
         Health::Down => channels.breaker.failure(ctx.db(), key).await.map(|_| ()),
+        // A throttled probe decided nothing: hand it back.
+        Health::Throttled if admission == Admission::Probe => {
+            channels.breaker.release_probe(ctx.db(), key).await
+        }
         Health::Throttled => Ok(()),
     };
     if let Err(error) = counted {
@@ -326,7 +330,11 @@ async fn ready_to_send(ctx: &JobContext, d: &Delivery, resend: bool) -> Result<S
         Channel::Email => {
             ctx.acquire("email", SLOT_WAIT).await?;
             ctx.acquire("email:day", SLOT_WAIT).await?;
-            d.email.clone().unwrap_or_default()
+            // Sent again: to the address it went to, under the same Message-ID.
+            match (resend, &d.address) {
+                (true, Some(a)) => a.clone(),
+                _ => d.email.clone().unwrap_or_default(),
+            }
         }
     };
     begin(ctx, d, &address, resend).await?;
@@ -374,7 +382,15 @@ async fn record(
         )
         .await
         {
-            Ok(_) => return Ok(()),
+            Ok(true) => return Ok(()),
+            Ok(false) => {
+                // Decided meanwhile (a successor took the job over and found it `sending`):
+                // what the provider said is logged, not lost silently.
+                tracing::warn!(notification.id = %id, state = %outcome.to,
+                    message_id = ?outcome.message_id,
+                    "the notice was no longer sending: outcome not recorded");
+                return Ok(());
+            }
             Err(error) if ctx.remaining() > pause + Duration::from_secs(1) => {
                 tracing::warn!(%error, notification.id = %id, message_id = ?outcome.message_id,
                     "cannot record the outcome yet; retrying");
@@ -392,9 +408,15 @@ async fn record(
 
 /// A write that follows a provider's answer and must not keep the notice from being recorded:
 /// its failure is logged (the notice's own outcome is written next).
-fn noted<E: std::fmt::Display>(result: Result<(), E>, what: &str) {
-    if let Err(error) = result {
-        tracing::warn!(%error, "cannot record the {what}");
+async fn noted<E: std::fmt::Display>(
+    write: impl std::future::Future<Output = Result<(), E>>,
+    what: &str,
+) {
+    // Bounded: the notice's own outcome is written next and must not wait behind this.
+    match tokio::time::timeout(Duration::from_secs(2), write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "cannot record the {what}"),
+        Err(_) => tracing::warn!("recording the {what} took over 2 s: skipped"),
     }
 }
 
@@ -406,9 +428,10 @@ async fn telegram_outcome(ctx: &JobContext, d: &Delivery, chat_id: i64, sent: Se
         Sent::Blocked { description } => {
             if let Some(client) = d.client_id {
                 noted(
-                    outbox::mark_chat_blocked(ctx.db(), client, chat_id).await,
+                    outbox::mark_chat_blocked(ctx.db(), client, chat_id),
                     "blocked chat",
-                );
+                )
+                .await;
             }
             Outcome::end(
                 S::Skipped,
@@ -418,14 +441,16 @@ async fn telegram_outcome(ctx: &JobContext, d: &Delivery, chat_id: i64, sent: Se
         Sent::Migrated { to } => {
             if let Some(client) = d.client_id {
                 noted(
-                    outbox::migrate_chat(ctx.db(), client, chat_id, to).await,
+                    outbox::migrate_chat(ctx.db(), client, chat_id, to),
                     "migrated chat",
-                );
+                )
+                .await;
             }
             let reason = format!("the chat moved to {to}: sent there next");
             Outcome::again(
                 reason.clone(),
-                JobError::retry_after(reason, Duration::from_secs(1)),
+                // An attempt each (a snooze would loop for ever if the move was not recorded).
+                JobError::transient(reason),
                 Health::Up,
             )
         }
@@ -443,7 +468,7 @@ async fn telegram_outcome(ctx: &JobContext, d: &Delivery, chat_id: i64, sent: Se
             retry_after: Some(wait),
         } => {
             // 429 holds the whole bot, not one chat: every replica waits.
-            noted(ctx.limiter().hold("telegram", wait).await, "bot hold");
+            noted(ctx.limiter().hold("telegram", wait), "bot hold").await;
             Outcome::again(
                 message.clone(),
                 JobError::snooze(format!("Telegram: {message}"), wait),
@@ -486,9 +511,10 @@ async fn email_outcome(
             if mailbox_bad {
                 if let Some(client) = d.client_id {
                     noted(
-                        outbox::mark_email_bad(ctx.db(), client, address, &message).await,
+                        outbox::mark_email_bad(ctx.db(), client, address, &message),
                         "refused mailbox",
-                    );
+                    )
+                    .await;
                 }
             }
             Outcome::end(S::Failed, format!("the mail relay refused: {message}"))
@@ -498,11 +524,9 @@ async fn email_outcome(
             quota: true,
         } => Outcome::again(
             message.clone(),
-            // An hour, and an attempt each: a reply misread as a quota cannot wait forever.
-            JobError::retry_after(
-                format!("the mail relay's quota: {message}"),
-                Duration::from_secs(3600),
-            ),
+            // An attempt each (with the backoff, up to 30 min apart): a recipient's "over
+            // quota" read as the relay's cannot wait for ever.
+            JobError::transient(format!("the mail relay's quota: {message}")),
             Health::Throttled,
         ),
         Mailed::Later {
