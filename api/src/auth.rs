@@ -70,6 +70,19 @@ pub struct Claims {
     pub exp: i64,
 }
 
+/// How long a signed job link works.
+pub const LINK_TTL_SECS: i64 = 600;
+const LINK_PURPOSE: &str = "job-link";
+
+/// A signed job link's claims (see [`Tokens::sign_link`]).
+#[derive(Debug, Serialize, Deserialize)]
+struct LinkClaims {
+    job: String,
+    sub: Uuid,
+    exp: i64,
+    purpose: String,
+}
+
 /// Signs and checks access tokens. No `Debug`: holds the secret.
 pub struct Tokens {
     encoding: EncodingKey,
@@ -96,6 +109,36 @@ impl Tokens {
         };
         jsonwebtoken::encode(&Header::default(), &claims, &self.encoding)
             .map_err(|e| ApiError::Internal(e.into()))
+    }
+
+    /// A link a browser can follow to job `job`'s event stream or file for `user` (an
+    /// `EventSource` or a download cannot send a header): HMAC-SHA256 over the job id, the
+    /// user and the expiry, valid [`LINK_TTL_SECS`]. Not an access token: it carries no role,
+    /// so [`Tokens::verify`] refuses it, and it opens only that job's two routes.
+    pub fn sign_link(&self, job: &str, user: Uuid) -> Result<String, ApiError> {
+        self.sign_link_until(job, user, chrono::Utc::now().timestamp() + LINK_TTL_SECS)
+    }
+
+    /// [`Tokens::sign_link`] with an explicit expiry (unix seconds).
+    pub fn sign_link_until(&self, job: &str, user: Uuid, exp: i64) -> Result<String, ApiError> {
+        let claims = LinkClaims {
+            job: job.to_string(),
+            sub: user,
+            exp,
+            purpose: LINK_PURPOSE.to_string(),
+        };
+        jsonwebtoken::encode(&Header::default(), &claims, &self.encoding)
+            .map_err(|e| ApiError::Internal(e.into()))
+    }
+
+    /// The user a link for `job` was signed for, if it is one, for that job, and unexpired.
+    pub fn verify_link(&self, token: &str, job: &str) -> Option<Uuid> {
+        let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.leeway = 0;
+        let claims = jsonwebtoken::decode::<LinkClaims>(token, &self.decoding, &validation)
+            .ok()?
+            .claims;
+        (claims.purpose == LINK_PURPOSE && claims.job == job).then_some(claims.sub)
     }
 
     pub fn verify(&self, token: &str) -> Option<Claims> {
@@ -126,9 +169,16 @@ impl FromRequestParts<AppState> for CurrentUser {
         let claims = bearer(parts)
             .and_then(|t| app.tokens.verify(t))
             .ok_or(ApiError::Unauthorized)?;
+        CurrentUser::active(app, claims.sub).await
+    }
+}
+
+impl CurrentUser {
+    /// The active user `id` (401 if there is none: deactivated users lose access at once).
+    pub async fn active(app: &AppState, id: Uuid) -> Result<Self, ApiError> {
         let row: Option<(Uuid, String, String)> =
             sqlx::query_as("select id, email, role from users where id = $1 and active")
-                .bind(claims.sub)
+                .bind(id)
                 .fetch_optional(&app.db)
                 .await?;
         let (id, email, role) = row.ok_or(ApiError::Unauthorized)?;

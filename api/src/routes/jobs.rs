@@ -58,16 +58,23 @@ pub struct JobStatus {
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
     pub status_url: String,
+    /// The Server-Sent Events stream, with a signature (`sig`, 10 minutes) that stands in for
+    /// the header an `EventSource` cannot send.
+    pub events_url: String,
+    /// The job's file (null without one), signed the same way for a plain download link.
     pub artifact_url: Option<String>,
 }
 
-impl From<JobRun> for JobStatus {
-    fn from(r: JobRun) -> Self {
-        Self {
+impl JobStatus {
+    /// The status of `r` as `user` sees it, its links signed for that user.
+    fn of(r: JobRun, app: &AppState, user: &CurrentUser) -> Result<Self, ApiError> {
+        let sig = app.tokens.sign_link(&r.id, user.id)?;
+        Ok(Self {
             status_url: status_url(&r.id),
+            events_url: format!("/api/jobs/{}/events?sig={sig}", r.id),
             artifact_url: r
                 .has_artifact
-                .then(|| format!("/api/jobs/{}/artifact", r.id)),
+                .then(|| format!("/api/jobs/{}/artifact?sig={sig}", r.id)),
             progress: Progress {
                 percent: r.progress_percent,
                 message: r.progress_message,
@@ -85,8 +92,32 @@ impl From<JobRun> for JobStatus {
             created_at: r.created_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
-        }
+        })
     }
+}
+
+/// `?sig=`: a signed job link (see `JobStatus::events_url`).
+#[derive(Deserialize)]
+struct LinkQuery {
+    sig: Option<String>,
+}
+
+/// Who reads a job's events or file: the bearer token's user, else the user a valid signed
+/// link for exactly this job was made for (401 otherwise: expired, forged, another job's).
+async fn link_viewer(
+    app: &AppState,
+    bearer: Result<CurrentUser, ApiError>,
+    sig: Option<&str>,
+    id: &str,
+) -> Result<CurrentUser, ApiError> {
+    if let Ok(user) = bearer {
+        return Ok(user);
+    }
+    let id = parse_id(id)?;
+    let user = sig
+        .and_then(|s| app.tokens.verify_link(s, &id))
+        .ok_or(ApiError::Unauthorized)?;
+    CurrentUser::active(app, user).await
 }
 
 /// Job ids are ULIDs; anything else is a 422 naming `id`.
@@ -117,7 +148,8 @@ async fn show(
     user: CurrentUser,
     Path(id): Path<String>,
 ) -> Result<Json<JobStatus>, ApiError> {
-    Ok(Json(load(&app, &user, &id).await?.into()))
+    let run = load(&app, &user, &id).await?;
+    Ok(Json(JobStatus::of(run, &app, &user)?))
 }
 
 #[derive(Deserialize)]
@@ -168,7 +200,15 @@ async fn list(
         state: q.state,
     };
     let runs = ledger::list(&app.db, Some(user.id), &filter, page).await?;
-    Ok(Json(runs.map(JobStatus::from)))
+    let items = runs
+        .items
+        .into_iter()
+        .map(|r| JobStatus::of(r, &app, &user))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(Page {
+        items,
+        total: runs.total,
+    }))
 }
 
 #[utoipa::path(
@@ -198,7 +238,7 @@ async fn cancel(
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(run.into())))
+    Ok((status, Json(JobStatus::of(run, &app, &user)?)))
 }
 
 /// How often an SSE stream reads new events of its job (a primary-key range read).
@@ -210,17 +250,27 @@ const EVENT_POLL: Duration = Duration::from_millis(200);
     get,
     path = "/api/jobs/{id}/events",
     tag = "jobs",
-    params(("id" = String, Path)),
-    responses((status = 200, description = "text/event-stream of job status events until a terminal state"), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody)),
+    params(("id" = String, Path), ("sig" = Option<String>, Query, description = "the signed link of the status JSON's `events_url`, instead of the bearer header"), ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
+    responses((status = 200, description = "text/event-stream of job status events until a terminal state"), (status = 401, description = "no or invalid bearer token or signed link", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
-#[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]
+#[tracing::instrument(skip_all, fields(job.id = %id))]
 async fn events(
     State(app): State<AppState>,
-    user: CurrentUser,
+    bearer: Result<CurrentUser, ApiError>,
     Path(id): Path<String>,
+    AppQuery(link): AppQuery<LinkQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let user = link_viewer(&app, bearer, link.sig.as_deref(), &id).await?;
     let run = load(&app, &user, &id).await?;
+    // A reconnecting EventSource sends the last id it saw: resume after it.
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0)
+        .max(0);
     struct Cursor {
         db: sqlx::PgPool,
         id: String,
@@ -228,14 +278,18 @@ async fn events(
         pending: std::collections::VecDeque<ledger::JobEvent>,
         done: bool,
         first: bool,
+        /// The job had ended when the stream opened: once its events are read, nothing more
+        /// comes (a stream resumed after the last one ends at once).
+        ended: bool,
     }
     let cursor = Cursor {
         db: app.db.clone(),
         id: run.id,
-        after: 0,
+        after,
         pending: Default::default(),
         done: false,
         first: true,
+        ended: matches!(run.state.as_str(), "succeeded" | "failed" | "cancelled"),
     };
     let stream = futures::stream::unfold(cursor, |mut c| async move {
         loop {
@@ -265,6 +319,7 @@ async fn events(
             }
             c.first = false;
             match ledger::events_after(&c.db, &c.id, c.after).await {
+                Ok(events) if events.is_empty() && c.ended => return None,
                 Ok(events) => c.pending.extend(events),
                 Err(error) => {
                     tracing::warn!(%error, job.id = %c.id, "SSE: cannot read job events; closing stream");
@@ -280,16 +335,18 @@ async fn events(
     get,
     path = "/api/jobs/{id}/artifact",
     tag = "jobs",
-    params(("id" = String, Path)),
-    responses((status = 200, description = "the job's file"), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody)),
+    params(("id" = String, Path), ("sig" = Option<String>, Query, description = "the signed link of the status JSON's `artifact_url`, instead of the bearer header")),
+    responses((status = 200, description = "the job's file"), (status = 401, description = "no or invalid bearer token or signed link", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
-#[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]
+#[tracing::instrument(skip_all, fields(job.id = %id))]
 async fn artifact(
     State(app): State<AppState>,
-    user: CurrentUser,
+    bearer: Result<CurrentUser, ApiError>,
     Path(id): Path<String>,
+    AppQuery(link): AppQuery<LinkQuery>,
 ) -> Result<Response, ApiError> {
+    let user = link_viewer(&app, bearer, link.sig.as_deref(), &id).await?;
     let id = parse_id(&id)?;
     let file = ledger::artifact(&app.db, &id, user.job_viewer())
         .await?
