@@ -454,3 +454,73 @@ async fn a_payment_notifies_its_client_once(db: PgPool) {
         .unwrap();
     assert_eq!(n, 2);
 }
+
+/// Delivery skips what cannot or may not be sent, with the reason, and sends nothing: an
+/// opt-out, no chat, no e-mail (the in-process worker has no provider configured, and the
+/// skip comes before the provider is even needed).
+#[sqlx::test(migrations = false)]
+async fn opted_out_or_unreachable_recipients_are_skipped_with_the_reason(db: PgPool) {
+    let registry = worker::Registry::production(30, &worker::clients::Integrations::none());
+    let app = TestApp::spawn(db.clone(), registry).await;
+    let clients: Vec<Uuid> = sqlx::query_scalar(
+        "insert into clients (last_name, first_name, telegram_chat_id, notify_telegram, email)
+         values ('Отпискина', 'Анна', 42, false, 'a@example.ru'),
+                ('Безчатова', 'Анна', null, true, 'b@example.ru'),
+                ('Безпочтова', 'Анна', null, true, null)
+         returning id",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let notices: Vec<shared::domain::notifications::NewNotice> = [
+        (clients[0], "telegram"),
+        (clients[1], "telegram"),
+        (clients[2], "email"),
+    ]
+    .iter()
+    .map(
+        |(client, channel)| shared::domain::notifications::NewNotice {
+            recipient: shared::domain::notifications::Recipient::Client(*client),
+            channel: Some(channel.parse().unwrap()),
+            template: shared::domain::notifications::Template::Broadcast,
+            params: json!({"text": "Привет"}),
+            dedup_key: format!("test:{client}:{channel}"),
+            not_after: None,
+        },
+    )
+    .collect();
+    let mut tx = db.begin().await.unwrap();
+    jobs::kinds::notifications::notify(&mut tx, &jobs::Requester::system(), &notices)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let expected = [
+        "the client opted out of Telegram",
+        "the client has not linked a Telegram chat",
+        "no e-mail address",
+    ];
+    for (client, reason) in clients.iter().zip(expected) {
+        let (state, error, attempts): (String, Option<String>, i32) =
+            wait_for_state(&db, *client).await;
+        assert_eq!(state, "skipped");
+        assert_eq!(error.as_deref(), Some(reason));
+        assert_eq!(attempts, 0, "nothing was sent");
+    }
+    app.stop().await;
+}
+
+async fn wait_for_state(db: &PgPool, client: Uuid) -> (String, Option<String>, i32) {
+    for _ in 0..100 {
+        let row: (String, Option<String>, i32) =
+            sqlx::query_as("select state, error, attempts from notifications where client_id = $1")
+                .bind(client)
+                .fetch_one(db)
+                .await
+                .unwrap();
+        if row.0 != "queued" {
+            return row;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the notice of {client} was never delivered or skipped");
+}
