@@ -70,6 +70,16 @@ pub struct Claims {
     pub exp: i64,
 }
 
+/// What a page session token says (see [`Tokens::sign_session`]).
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionClaims {
+    sub: Uuid,
+    exp: i64,
+    purpose: String,
+}
+
+const SESSION_PURPOSE: &str = "page-session";
+
 /// How long a signed job link works.
 pub const LINK_TTL_SECS: i64 = 600;
 const LINK_PURPOSE: &str = "job-link";
@@ -131,6 +141,29 @@ impl Tokens {
             .map_err(|e| ApiError::Internal(e.into()))
     }
 
+    /// The pages' session (the `HttpOnly` cookie `POST /login` sets): the user and an expiry,
+    /// for the pages only — it carries no role, so it is no bearer token, and the API routes
+    /// never read cookies (no cross-site request can use it against them).
+    pub fn sign_session(&self, user: Uuid) -> Result<String, ApiError> {
+        let claims = SessionClaims {
+            sub: user,
+            exp: chrono::Utc::now().timestamp() + self.ttl_secs,
+            purpose: SESSION_PURPOSE.to_string(),
+        };
+        jsonwebtoken::encode(&Header::default(), &claims, &self.encoding)
+            .map_err(|e| ApiError::Internal(e.into()))
+    }
+
+    /// The user of a valid, unexpired page session token.
+    pub fn verify_session(&self, token: &str) -> Option<Uuid> {
+        let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.leeway = 5;
+        let claims = jsonwebtoken::decode::<SessionClaims>(token, &self.decoding, &validation)
+            .ok()?
+            .claims;
+        (claims.purpose == SESSION_PURPOSE).then_some(claims.sub)
+    }
+
     /// The user a link for `job` was signed for, if it is one, for that job, and unexpired.
     pub fn verify_link(&self, token: &str, job: &str) -> Option<Uuid> {
         let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
@@ -187,9 +220,66 @@ impl CurrentUser {
     }
 }
 
+/// A password hashing slot (see `AppState::hashing`), waited for at most
+/// `PASSWORD_HASH_WAIT_MS`; 503 with `Retry-After: 1` when none frees up.
+pub async fn hashing_slot(app: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let wait = app.settings.password_hash_wait;
+    match tokio::time::timeout(wait, app.hashing.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => {
+            tracing::warn!(
+                wait_ms = wait.as_millis() as u64,
+                "no password hashing slot free"
+            );
+            Err(ApiError::Overloaded {
+                message: "too many sign-ins at once; retry in a second",
+                retry_after_secs: 1,
+            })
+        }
+    }
+}
+
+/// Checks an e-mail and password: the active user's id and role, or 401 (an unknown e-mail
+/// costs the same hash check as a wrong password). Takes a hashing slot.
+pub async fn authenticate(
+    app: &AppState,
+    email: &str,
+    password: String,
+) -> Result<(Uuid, Role), ApiError> {
+    let row: Option<(Uuid, String, String)> = sqlx::query_as(
+        "select id, password_hash, role from users where lower(email) = lower($1) and active",
+    )
+    .bind(email)
+    .fetch_optional(&app.db)
+    .await?;
+    let (hash, found) = match &row {
+        Some((_, hash, _)) => (hash.clone(), true),
+        None => (DUMMY_HASH.clone(), false),
+    };
+    let slot = hashing_slot(app).await?;
+    let ok = verify_password_holding(password, hash, Some(slot)).await && found;
+    let Some((id, _, role)) = row.filter(|_| ok) else {
+        tracing::warn!("login refused");
+        return Err(ApiError::Unauthorized);
+    };
+    let role = Role::parse(&role).ok_or(ApiError::Unauthorized)?;
+    tracing::info!(user.id = %id, "login");
+    Ok((id, role))
+}
+
 /// Hashes a password with argon2id (default parameters) on a blocking thread.
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    hash_password_holding(password, None).await
+}
+
+/// [`hash_password`], the hashing `slot` held by the blocking thread itself: a request whose
+/// client hangs up frees it only when the hash is done, not when the request is dropped.
+pub async fn hash_password_holding(
+    password: String,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<String, ApiError> {
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -202,7 +292,18 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
 
 /// Checks a password against a stored hash on a blocking thread.
 pub async fn verify_password(password: String, hash: String) -> bool {
+    verify_password_holding(password, hash, None).await
+}
+
+/// [`verify_password`] holding the hashing `slot` on the blocking thread (see
+/// [`hash_password_holding`]).
+pub async fn verify_password_holding(
+    password: String,
+    hash: String,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> bool {
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         PasswordHash::new(&hash)
             .map(|parsed| {
                 Argon2::default()
@@ -232,7 +333,18 @@ pub async fn upsert_user(
     password: &str,
     role: Role,
 ) -> Result<Uuid, ApiError> {
-    let hash = hash_password(password.to_string()).await?;
+    upsert_user_holding(db, email, password, role, None).await
+}
+
+/// [`upsert_user`] hashing under a request's hashing `slot`.
+pub async fn upsert_user_holding(
+    db: &sqlx::PgPool,
+    email: &str,
+    password: &str,
+    role: Role,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<Uuid, ApiError> {
+    let hash = hash_password_holding(password.to_string(), slot).await?;
     let id: Uuid = sqlx::query_scalar(
         "insert into users (email, password_hash, role) values ($1, $2, $3)
          on conflict (lower(email)) do update

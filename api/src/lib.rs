@@ -7,7 +7,9 @@ use shared::config::{DbConfig, LogConfig};
 use tokio_util::sync::CancellationToken;
 
 pub mod auth;
+pub mod events;
 pub mod http;
+pub mod pages;
 pub mod rate_limit;
 pub mod routes;
 pub mod seed;
@@ -48,6 +50,43 @@ pub struct ApiConfig {
     /// `secret_token`); unset: `POST /api/webhooks/telegram` answers 404.
     #[arg(long, env = "TELEGRAM_WEBHOOK_SECRET", hide_env_values = true)]
     pub telegram_webhook_secret: Option<String>,
+    /// Open job event streams (SSE) one user may hold per api process; more answer 429.
+    #[arg(long, env = "SSE_PER_USER", default_value_t = 5)]
+    pub sse_per_user: usize,
+    /// An event stream ends after this many seconds; the browser reconnects and resumes
+    /// after the last event id it got (a bound on what one connection can hold).
+    #[arg(long, env = "SSE_MAX_LIFE_SECS", default_value_t = 300)]
+    pub sse_max_life_secs: u64,
+    /// A client must send a request's headers within this many seconds (slow-loris guard).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// A request must be answered within this many seconds (503 otherwise); event streams
+    /// are exempt (they have SSE_MAX_LIFE_SECS).
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// After SIGTERM, open connections get this many seconds to finish before the process
+    /// exits anyway (event streams end at once; a reconnect goes to another replica).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
+    /// Password hashes (argon2, ~19 MiB and tens of ms of CPU each) computed at once; default
+    /// the number of cores.
+    #[arg(long, env = "PASSWORD_HASH_CONCURRENCY")]
+    pub password_hash_concurrency: Option<usize>,
+    /// How long a login waits for a hashing slot before 503 + Retry-After.
+    #[arg(long, env = "PASSWORD_HASH_WAIT_MS", default_value_t = 2000)]
+    pub password_hash_wait_ms: u64,
+    /// Also serve `/metrics` (without a token) on this internal address, e.g. `0.0.0.0:9100`
+    /// inside a container network; empty = none.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Serve `/metrics` on API_ADDR to `Authorization: Bearer <token>`; unset or empty: not
+    /// served on API_ADDR at all (404).
+    #[arg(long, env = "METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Mark the pages' session cookie `Secure` (set it behind HTTPS; plain-HTTP development
+    /// would lose the cookie).
+    #[arg(long, env = "COOKIE_SECURE", default_value_t = false)]
+    pub cookie_secure: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -100,7 +139,40 @@ impl ApiConfig {
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
+            sse_per_user: self.sse_per_user.max(1),
+            sse_max_life: Duration::from_secs(self.sse_max_life_secs.max(1)),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            password_hash_wait: Duration::from_millis(self.password_hash_wait_ms),
+            metrics_token: self
+                .metrics_token
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            cookie_secure: self.cookie_secure,
         }
+    }
+
+    /// The internal metrics address, if one is set (empty counts as unset: compose passes
+    /// `${METRICS_ADDR:-}`).
+    pub fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        let Some(raw) = self.metrics_addr.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        raw.parse().map(Some).map_err(|e| {
+            anyhow::anyhow!("METRICS_ADDR {raw:?} is not an address like 0.0.0.0:9100: {e}")
+        })
+    }
+
+    fn password_hash_concurrency(&self) -> usize {
+        self.password_hash_concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .max(1)
     }
 }
 
@@ -117,25 +189,62 @@ pub async fn connect_and_migrate(db: &DbConfig) -> anyhow::Result<sqlx::PgPool> 
 pub fn state(config: &ApiConfig, db: sqlx::PgPool) -> anyhow::Result<AppState> {
     // Install the metrics recorder before anything counts.
     shared::metrics::handle();
+    let settings = config.settings();
+    let shutdown = CancellationToken::new();
     Ok(AppState {
-        db,
         tokens: Arc::new(auth::Tokens::new(config.jwt_secret()?, config.jwt_ttl_secs)),
         limiter: Arc::new(rate_limit::Limiter::default()),
-        settings: Arc::new(config.settings()),
+        hub: Arc::new(events::EventHub::new(
+            db.clone(),
+            settings.sse_per_user,
+            shutdown.clone(),
+        )),
+        hashing: Arc::new(tokio::sync::Semaphore::new(
+            config.password_hash_concurrency(),
+        )),
+        settings: Arc::new(settings),
+        shutdown,
+        db,
     })
 }
 
-/// Serves until `shutdown`, finishing in-flight requests.
+/// Serves until `shutdown`: stops accepting, ends event streams, gives other requests
+/// `SHUTDOWN_TIMEOUT_SECS` to finish, then returns (closing what is left).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
-    Ok(())
+    let settings = state.settings.clone();
+    let streams = state.shutdown.clone();
+    let router = routes::router(state);
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            streams.cancel();
+        }
+    });
+    http::server::serve(
+        listener,
+        router,
+        settings.header_read_timeout,
+        settings.shutdown_timeout,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `/metrics` (and the health routes) alone on the internal `METRICS_ADDR`.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let timeout = state.settings.shutdown_timeout;
+    let header_timeout = state.settings.header_read_timeout;
+    let router = routes::health::internal(state);
+    http::server::serve(listener, router, header_timeout, timeout, shutdown).await
 }
 
 #[cfg(test)]

@@ -24,7 +24,26 @@ async fn run(config: ApiConfig) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {}", config.addr))?;
             tracing::info!(addr = %listener.local_addr()?, "api listening");
-            api::serve(listener, state, shared::shutdown::on_signal()).await
+            let shutdown = shared::shutdown::on_signal();
+            match config.metrics_addr()? {
+                Some(addr) => {
+                    let metrics = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("binding METRICS_ADDR {addr}"))?;
+                    tracing::info!(%addr, "metrics listening");
+                    let served = api::serve_metrics(metrics, state.clone(), shutdown.clone());
+                    tokio::spawn(async move {
+                        if let Err(error) = served.await {
+                            tracing::error!(error = %format!("{error:#}"), "metrics address failed");
+                        }
+                    });
+                }
+                None if state.settings.metrics_token.is_none() => tracing::warn!(
+                    "/metrics is not served: set METRICS_ADDR (an internal address) or METRICS_TOKEN"
+                ),
+                None => {}
+            }
+            api::serve(listener, state, shutdown).await
         }
         Command::CreateUser {
             email,

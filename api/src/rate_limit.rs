@@ -114,7 +114,8 @@ impl Limiter {
 fn bucket_for(method: &axum::http::Method, path: &str) -> Option<&'static str> {
     if path.starts_with("/api/health/") || path == "/metrics" {
         None
-    } else if path == "/api/auth/login" {
+    } else if path == "/api/auth/login" || (method == axum::http::Method::POST && path == "/login")
+    {
         Some("login")
     } else if method == axum::http::Method::GET && path.starts_with("/api/jobs") {
         Some("status")

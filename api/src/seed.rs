@@ -34,15 +34,79 @@ pub enum SeedError {
 }
 
 const STEPS: &[&str] = &[
+    // A person's name from hashes of `who` (first name, gender, patronymic) and `family`
+    // (surname), in the gender's forms. In a family a child's patronymic comes from the
+    // parent's first name when the parent is a man (the first 30 men's names are the 30
+    // fathers' names, in the order of the patronymics). Dropped at the end of the seed.
+    r"create function pg_temp.demo_person(who text, family text, role text,
+         out last_name text, out first_name text, out middle_name text)
+     language sql immutable as $$
+     with pick as (
+         select abs(hashtext('g' || who)) % 2 = 0 as female,
+                (array['Иванов','Петров','Смирнов','Кузнецов','Соколов','Попов','Лебедев',
+                       'Козлов','Новиков','Морозов','Волков','Соловьёв','Васильев','Зайцев',
+                       'Павлов','Семёнов','Голубев','Виноградов','Богданов','Воробьёв',
+                       'Фёдоров','Михайлов','Беляев','Тарасов','Белов','Комаров','Орлов',
+                       'Киселёв','Макаров','Андреев','Ковалёв','Ильин','Гусев','Титов',
+                       'Кузьмин','Кудрявцев','Баранов','Куликов','Алексеев','Степанов',
+                       'Яковлев','Сорокин','Сергеев','Романов','Захаров','Борисов','Королёв',
+                       'Герасимов','Пономарёв','Григорьев','Лазарев','Медведев','Ершов',
+                       'Никитин','Соболев','Рябов','Поляков','Цветков','Жуков','Савин',
+                       'Вишневский','Островский','Шевченко','Ким','Черных','Толстой'])
+                    [1 + abs(hashtext('s' || family)) % 66] as surname,
+                case when role = 'parent' then abs(hashtext('p' || family)) % 30
+                     else abs(hashtext('n' || who)) % 45 end as first_i,
+                case when role = 'child' then abs(hashtext('p' || family)) % 30
+                     else abs(hashtext('p' || who)) % 30 end as father_i
+     )
+     select case when female then
+                 case when surname ~ '(ов|ев|ёв|ин|ын)$' then surname || 'а'
+                      when surname ~ 'ский$' then regexp_replace(surname, 'ский$', 'ская')
+                      when surname ~ 'ой$' then regexp_replace(surname, 'ой$', 'ая')
+                      else surname end
+                 else surname end,
+            case when female then
+                 (array['Анна','Мария','Елена','Ольга','Наталья','Ирина','Татьяна','Светлана',
+                        'Екатерина','Юлия','Дарья','Алиса','Полина','Софья','Виктория',
+                        'Ксения','Вера','Надежда','Людмила','Галина','Марина','Алёна',
+                        'Анастасия','Евгения','Валентина','Любовь','Кира','Варвара',
+                        'Ульяна','Милана','Ева','Василиса','Арина','Вероника','Диана',
+                        'Злата','Лилия','Маргарита','Нина','Оксана','Раиса','Таисия',
+                        'Эльвира','Яна','Зоя'])[1 + first_i]
+            else
+                 (array['Александр','Алексей','Андрей','Борис','Вадим','Виктор','Владимир',
+                        'Геннадий','Григорий','Дмитрий','Евгений','Иван','Игорь','Илья',
+                        'Константин','Леонид','Максим','Михаил','Николай','Олег','Павел',
+                        'Пётр','Роман','Сергей','Станислав','Юрий','Фёдор','Василий',
+                        'Анатолий','Степан','Антон','Артём','Валерий','Глеб','Денис','Егор',
+                        'Кирилл','Лев','Марк','Матвей','Никита','Руслан','Семён','Тимофей',
+                        'Ярослав'])
+                     [1 + first_i] end,
+            case when female then
+                 (array['Александровна','Алексеевна','Андреевна','Борисовна','Вадимовна',
+                        'Викторовна','Владимировна','Геннадьевна','Григорьевна','Дмитриевна',
+                        'Евгеньевна','Ивановна','Игоревна','Ильинична','Константиновна',
+                        'Леонидовна','Максимовна','Михайловна','Николаевна','Олеговна',
+                        'Павловна','Петровна','Романовна','Сергеевна','Станиславовна',
+                        'Юрьевна','Фёдоровна','Васильевна','Анатольевна','Степановна'])
+                     [1 + father_i]
+            else
+                 (array['Александрович','Алексеевич','Андреевич','Борисович','Вадимович',
+                        'Викторович','Владимирович','Геннадьевич','Григорьевич','Дмитриевич',
+                        'Евгеньевич','Иванович','Игоревич','Ильич','Константинович',
+                        'Леонидович','Максимович','Михайлович','Николаевич','Олегович',
+                        'Павлович','Петрович','Романович','Сергеевич','Станиславович',
+                        'Юрьевич','Фёдорович','Васильевич','Анатольевич','Степанович'])
+                     [1 + father_i] end
+     from pick
+     $$",
     "insert into rooms (name, capacity)
      select 'Кабинет ' || n, 20 + (n * 7) % 41 from generate_series(1, 30) n",
+    // Teachers: varied names (both genders, with patronymics), as the clients below.
     "insert into teachers (full_name, phone, email)
-     select (array['Иванова','Петрова','Смирнова','Кузнецова','Соколова','Попова','Лебедева',
-                   'Козлова','Новикова','Морозова'])[1 + n % 10] || ' '
-            || (array['Анна','Мария','Елена','Ольга','Наталья','Ирина'])[1 + n % 6] || ' '
-            || (array['Сергеевна','Ивановна','Петровна','Андреевна'])[1 + n % 4],
+     select p.last_name || ' ' || p.first_name || ' ' || p.middle_name,
             '+7915' || lpad(n::text, 7, '0'), 'teacher' || n || '@artsvao.local'
-     from generate_series(1, 60) n",
+     from generate_series(1, 60) n, lateral pg_temp.demo_person('t' || n, 't' || n, 'other') p",
     // Group i: room i % 30, teacher i % 60, slot k = i / 30 (see the module comment).
     "insert into study_groups (name, teacher_id, room_id, capacity, absence_charge)
      select (array['Хор','Живопись','Гитара','Балет','Театр','Керамика','Фортепиано',
@@ -51,19 +115,30 @@ const STEPS: &[&str] = &[
      from generate_series(0, 299) i
      join (select id, row_number() over (order by email) - 1 as n from teachers) t on t.n = i % 60
      join (select id, row_number() over (order by name) - 1 as n from rooms) r on r.n = i % 30",
-    "insert into clients (last_name, first_name, middle_name, phone, email, birth_date)
-     select (array['Иванов','Петров','Сидоров','Кузнецов','Смирнов','Васильев','Попов','Соколов',
-                   'Михайлов','Новиков','Фёдоров','Морозов','Волков','Алексеев','Лебедев'])[1 + n % 15]
-              || case when n % 2 = 0 then 'а' else '' end,
-            case when n % 2 = 0
-                 then (array['Анна','Мария','Дарья','Алиса','Полина','Софья'])[1 + n % 6]
-                 else (array['Иван','Пётр','Михаил','Артём','Лев','Максим'])[1 + n % 6] end,
-            null,
+    // Clients: families of five numbers — n % 5 = 0 is a child (born 2011–2020) whose
+    // guardian is client n - 1 and who carries the family's surname in their own gender.
+    // Names come from 60 surnames, 45 + 45 first names and 30 fathers' names, each picked by
+    // its own hash: thousands of distinct people, gendered forms (Петрова Анна Сергеевна).
+    // About a third have e-mail (adults), a quarter a linked Telegram chat; some opted out.
+    "insert into clients (last_name, first_name, middle_name, phone, email, birth_date,
+                          telegram_chat_id, notify_telegram, notify_email)
+     select p.last_name, p.first_name, p.middle_name,
             '+79' || lpad((100000000 + n * 7919 % 900000000)::text, 9, '0'),
-            case when n % 3 = 0 then 'client' || n || '@example.ru' end,
-            date '2010-01-01' - (n % 9000) * interval '1 day' + interval '1 day' * (n % 5 * 1000)
-     from generate_series(1, 8000) n",
-    // A fifth of the clients are children of another client.
+            case when n % 5 <> 0 and abs(hashtext('e' || n)) % 3 = 0
+                 then 'client' || n || '@example.ru' end,
+            case when n % 5 = 0
+                 then date '2011-01-01' + abs(hashtext('b' || n)) % 3650
+                 else date '1960-01-01' + abs(hashtext('b' || n)) % 13000 end,
+            case when n % 5 <> 0 and abs(hashtext('t' || n)) % 10 < 3
+                 then 100000000 + n * 7 end,
+            abs(hashtext('ot' || n)) % 20 <> 0,
+            abs(hashtext('oe' || n)) % 25 <> 0
+     from generate_series(1, 8000) n,
+          lateral pg_temp.demo_person(
+              'c' || n, 'f' || (n - case when n % 5 = 0 then 1 else 0 end),
+              case n % 5 when 0 then 'child' when 4 then 'parent' else 'other' end) p",
+    "drop function pg_temp.demo_person(text, text, text)",
+    // Client n (n % 5 = 0) is the child of client n - 1 (phones grow with n).
     "with c as (select id, row_number() over (order by phone) as n from clients)
      update clients k set guardian_id = g.id
      from c kc, c g where kc.id = k.id and kc.n % 5 = 0 and g.n = kc.n - 1",

@@ -1,10 +1,14 @@
 //! Shared application state handed to every handler.
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use sqlx::PgPool;
 
 use crate::{
     auth::Tokens,
+    events::EventHub,
     rate_limit::{Limiter, Rate},
 };
 
@@ -18,6 +22,15 @@ pub struct Settings {
     pub readiness_timeout: std::time::Duration,
     /// The secret Telegram sends with each webhook call; `None`: the webhook is off.
     pub telegram_webhook_secret: Option<String>,
+    pub sse_per_user: usize,
+    pub sse_max_life: Duration,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub password_hash_wait: Duration,
+    /// `/metrics` on the main address needs this bearer token (none: not served there).
+    pub metrics_token: Option<String>,
+    pub cookie_secure: bool,
 }
 
 #[derive(Clone)]
@@ -26,4 +39,11 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     pub limiter: Arc<Limiter>,
     pub settings: Arc<Settings>,
+    /// Tells open event streams when their job changed; caps streams per user.
+    pub hub: Arc<EventHub>,
+    /// Password hashing slots (argon2 is memory- and CPU-hungry): a login waits at most
+    /// `password_hash_wait` for one, else 503.
+    pub hashing: Arc<Semaphore>,
+    /// Cancelled at shutdown: event streams end.
+    pub shutdown: CancellationToken,
 }

@@ -116,6 +116,9 @@ pub async fn get(
 pub struct ListFilter {
     pub kind: Option<String>,
     pub state: Option<String>,
+    /// Only jobs this user requested (the admin's filter; a non-admin viewer is always only
+    /// themselves).
+    pub requested_by: Option<Uuid>,
 }
 
 /// One page, newest first, and the total matching count.
@@ -128,16 +131,18 @@ pub async fn list(
     let query = sqlx::query(page::page_sql(
         "select * from job_runs r
          where ($1::uuid is null or r.requested_by = $1)
-           and ($2::text is null or r.kind = $2) and ($3::text is null or r.state = $3)",
+           and ($2::text is null or r.kind = $2) and ($3::text is null or r.state = $3)
+           and ($4::uuid is null or r.requested_by = $4)",
         Cte::Inline,
         "r",
         COLUMNS,
         "r.created_at desc, r.id desc",
-        4,
+        5,
     ))
     .bind(viewer)
     .bind(&filter.kind)
-    .bind(&filter.state);
+    .bind(&filter.state)
+    .bind(filter.requested_by);
     page::fetch(db, query, page).await
 }
 
@@ -153,6 +158,9 @@ pub struct JobEvent {
     pub at: DateTime<Utc>,
 }
 
+/// Most events [`events_after`] returns at once.
+pub const EVENTS_PAGE: i64 = 500;
+
 pub async fn events_after(
     db: impl PgExecutor<'_>,
     job_id: &str,
@@ -160,11 +168,25 @@ pub async fn events_after(
 ) -> Result<Vec<JobEvent>, sqlx::Error> {
     sqlx::query_as(
         "select id, state, attempts, progress_percent, progress_message, error, at
-         from job_events where job_id = $1 and id > $2 order by id limit 500",
+         from job_events where job_id = $1 and id > $2 order by id limit $3",
     )
     .bind(job_id)
     .bind(after)
+    .bind(EVENTS_PAGE)
     .fetch_all(db)
+    .await
+}
+
+/// Where a new subscriber starts reading a job's events: after the end of its last run that
+/// later events follow (an admin retried the failed job), else from the beginning (0).
+pub async fn current_run_start(db: impl PgExecutor<'_>, job_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select coalesce(max(e.id), 0) from job_events e
+         where e.job_id = $1 and e.state in ('succeeded', 'failed', 'cancelled')
+           and exists (select 1 from job_events l where l.job_id = $1 and l.id > e.id)",
+    )
+    .bind(job_id)
+    .fetch_one(db)
     .await
 }
 

@@ -14,6 +14,7 @@ pub mod error;
 pub mod kinds;
 pub mod ledger;
 pub mod limiter;
+pub mod ops;
 pub mod testing;
 
 pub use context::JobContext;

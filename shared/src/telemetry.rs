@@ -13,8 +13,10 @@ pub fn init(config: &LogConfig) {
             .with(
                 fmt::layer()
                     .json()
+                    // Every span in scope: a handler's line carries its request's
+                    // `request_id`, a job's line its `job.id`.
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(true),
             )
             .try_init()
     } else {

@@ -124,7 +124,12 @@ async fn sleep_until(t: DateTime<Utc>, stop: &CancellationToken) -> bool {
 }
 
 /// Runs one schedule until `stop`.
-pub(crate) async fn run_schedule(pool: PgPool, s: Scheduled, stop: CancellationToken) {
+pub(crate) async fn run_schedule(
+    pool: PgPool,
+    s: Scheduled,
+    process: String,
+    stop: CancellationToken,
+) {
     if s.schedule.is_none() {
         return;
     }
@@ -147,6 +152,7 @@ pub(crate) async fn run_schedule(pool: PgPool, s: Scheduled, stop: CancellationT
         tracing::info!(schedule = %s.name, missed = %target, "catching up one missed tick");
     }
     tracing::info!(schedule = %s.name, expr = %s.expr, next = %target, "cron schedule active");
+    show(&pool, &s, target, &process).await;
     loop {
         if !sleep_until(target, &stop).await {
             return;
@@ -180,6 +186,20 @@ pub(crate) async fn run_schedule(pool: PgPool, s: Scheduled, stop: CancellationT
             Some(t) => target = t,
             None => return,
         }
+        show(&pool, &s, target, &process).await;
+    }
+}
+
+/// Writes the schedule and its next tick for the ops page (best effort: a failure only leaves
+/// the page a tick behind).
+async fn show(pool: &PgPool, s: &Scheduled, next: DateTime<Utc>, process: &str) {
+    let write = jobs::ops::record_schedule(pool, &s.name, &s.expr, Some(next), process);
+    match tokio::time::timeout(Duration::from_secs(5), write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(schedule = %s.name, %error, "cannot record the schedule for the ops page")
+        }
+        Err(_) => tracing::warn!(schedule = %s.name, "recording the schedule timed out"),
     }
 }
 

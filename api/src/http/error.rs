@@ -58,6 +58,13 @@ pub enum ApiError {
     TooManyRequests { retry_after_secs: u64 },
     #[error("service unavailable")]
     Unavailable,
+    /// 503 with `Retry-After`: the process is at a limit of its own (a request timed out, no
+    /// password hashing slot is free).
+    #[error("{message}")]
+    Overloaded {
+        message: &'static str,
+        retry_after_secs: u64,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -150,6 +157,11 @@ impl IntoResponse for ApiError {
                 "unavailable",
                 "the service is temporarily unavailable; retry later".to_string(),
             ),
+            Self::Overloaded { message, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                (*message).to_string(),
+            ),
             Self::Internal(error) => {
                 tracing::error!(error = %format!("{error:#}"), "request failed");
                 (
@@ -173,6 +185,9 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             Self::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
             Self::Unavailable => Some(5),
+            Self::Overloaded {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             _ => None,
         };
         if let Some(secs) = retry_after {

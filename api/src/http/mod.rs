@@ -6,6 +6,7 @@ pub mod accepted;
 pub mod error;
 pub mod extract;
 pub mod paging;
+pub mod server;
 
 pub use accepted::{enqueue_for, requester, status_url, Accepted};
 pub use error::{ApiError, ErrorBody, FieldErrors};

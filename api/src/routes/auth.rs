@@ -1,12 +1,11 @@
 //! `POST /api/auth/login` (email + password → bearer token) and `GET /api/auth/me`.
 use axum::{extract::State, Json};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    auth::{verify_password, CurrentUser, Role, DUMMY_HASH},
+    auth::{authenticate, CurrentUser},
     http::{ApiError, AppJson, FieldErrors},
     state::AppState,
 };
@@ -35,7 +34,7 @@ pub struct TokenResponse {
     path = "/api/auth/login",
     tag = "auth",
     request_body = Login,
-    responses((status = 200, description = "OK", body = TokenResponse), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
+    responses((status = 200, description = "OK", body = TokenResponse), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody), (status = 503, description = "no password hashing slot free (Retry-After)", body = crate::http::error::ErrorBody)),
 )]
 #[tracing::instrument(skip_all)]
 async fn login(
@@ -54,23 +53,7 @@ async fn login(
     if !fields.is_empty() {
         return Err(ApiError::Validation(fields));
     }
-    let row: Option<(Uuid, String, String)> = sqlx::query_as(
-        "select id, password_hash, role from users where lower(email) = lower($1) and active",
-    )
-    .bind(&email)
-    .fetch_optional(&app.db)
-    .await?;
-    let (hash, found) = match &row {
-        Some((_, hash, _)) => (hash.clone(), true),
-        None => (DUMMY_HASH.clone(), false),
-    };
-    let ok = verify_password(password, hash).await && found;
-    let Some((id, _, role)) = row.filter(|_| ok) else {
-        tracing::warn!("login refused");
-        return Err(ApiError::Unauthorized);
-    };
-    let role = Role::parse(&role).ok_or(ApiError::Unauthorized)?;
-    tracing::info!(user.id = %id, "login");
+    let (id, role) = authenticate(&app, &email, password).await?;
     Ok(Json(TokenResponse {
         access_token: app.tokens.issue(id, role)?,
         token_type: "Bearer",

@@ -30,13 +30,13 @@ pub const MAX_GROUPS: usize = 1000;
 pub struct TimesheetRequest {
     /// `YYYY-MM`, at most 24 months back and 1 month ahead (Moscow calendar).
     #[schema(example = "2026-10")]
-    month: String,
+    pub month: String,
     /// The groups; null or absent = every group (of the caller, for a teacher).
     #[serde(default)]
-    group_ids: Option<Vec<Uuid>>,
+    pub group_ids: Option<Vec<Uuid>>,
     /// Only groups taught by this teacher. Teachers may name only themselves.
     #[serde(default)]
-    teacher_id: Option<Uuid>,
+    pub teacher_id: Option<Uuid>,
 }
 
 /// Checks a month string against the allowed window around `today`'s month.
@@ -69,6 +69,18 @@ async fn timesheets(
     headers: HeaderMap,
     AppJson(body): AppJson<TimesheetRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let enqueued = order_timesheet(&app, &user, &headers, body).await?;
+    Ok(Accepted::for_job(&enqueued))
+}
+
+/// Checks a timesheet request for `user` and enqueues it (or finds the identical open job):
+/// the JSON route and the "Мои задачи" page's form both come here.
+pub async fn order_timesheet(
+    app: &AppState,
+    user: &CurrentUser,
+    headers: &HeaderMap,
+    body: TimesheetRequest,
+) -> Result<jobs::Enqueued, ApiError> {
     let mut fields = FieldErrors::new();
     let today = shared::time::today();
     let month = check_month(&body.month, today)
@@ -133,9 +145,9 @@ async fn timesheets(
         teacher_id,
         requested_by: user.id,
     };
-    let enqueued = enqueue_for(&app, &user, &headers, &job).await?;
+    let enqueued = enqueue_for(app, user, headers, &job).await?;
     tracing::info!(job.id = %enqueued.job_id, deduplicated = enqueued.deduplicated, month = %job.month, "timesheet export requested");
-    Ok(Accepted::for_job(&enqueued))
+    Ok(enqueued)
 }
 
 fn join(ids: &[Uuid]) -> String {

@@ -1,6 +1,6 @@
 //! Job status for browsers: one job, a user's jobs, cancel, a live SSE stream and the
 //! artifact download. Reads only our ledger (`job_runs`), never the engine's tables.
-use std::{convert::Infallible, time::Duration};
+use std::convert::Infallible;
 
 use axum::{
     extract::{Path, State},
@@ -67,7 +67,7 @@ pub struct JobStatus {
 
 impl JobStatus {
     /// The status of `r` as `user` sees it, its links signed for that user.
-    fn of(r: JobRun, app: &AppState, user: &CurrentUser) -> Result<Self, ApiError> {
+    pub fn of(r: JobRun, app: &AppState, user: &CurrentUser) -> Result<Self, ApiError> {
         let sig = app.tokens.sign_link(&r.id, user.id)?;
         Ok(Self {
             status_url: status_url(&r.id),
@@ -121,7 +121,7 @@ async fn link_viewer(
 }
 
 /// Job ids are ULIDs; anything else is a 422 naming `id`.
-fn parse_id(id: &str) -> Result<String, ApiError> {
+pub(crate) fn parse_id(id: &str) -> Result<String, ApiError> {
     ulid::Ulid::from_string(id)
         .map(|u| u.to_string())
         .map_err(|_| ApiError::field("id", "expected a job id (26-character ULID)"))
@@ -198,6 +198,7 @@ async fn list(
     let filter = ListFilter {
         kind: q.kind,
         state: q.state,
+        requested_by: None,
     };
     let runs = ledger::list(&app.db, Some(user.id), &filter, page).await?;
     let items = runs
@@ -241,17 +242,17 @@ async fn cancel(
     Ok((status, Json(JobStatus::of(run, &app, &user)?)))
 }
 
-/// How often an SSE stream reads new events of its job (a primary-key range read).
-const EVENT_POLL: Duration = Duration::from_millis(200);
-
 /// Server-Sent Events: each recorded change of the job (state, attempts, progress) in order,
-/// as `event: job` with the status JSON; the stream ends after a terminal state.
+/// as `event: job` with the status JSON; the stream ends after a terminal state, after
+/// `SSE_MAX_LIFE_SECS` (the browser reconnects with `Last-Event-ID` and resumes) and at
+/// shutdown. A user holds at most `SSE_PER_USER` streams per api process (429 beyond). New
+/// events are found by the process's one hub ([`crate::events`]), not a poll per stream.
 #[utoipa::path(
     get,
     path = "/api/jobs/{id}/events",
     tag = "jobs",
     params(("id" = String, Path), ("sig" = Option<String>, Query, description = "the signed link of the status JSON's `events_url`, instead of the bearer header"), ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
-    responses((status = 200, description = "text/event-stream of job status events until a terminal state"), (status = 401, description = "no or invalid bearer token or signed link", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody)),
+    responses((status = 200, description = "text/event-stream of job status events until a terminal state"), (status = 401, description = "no or invalid bearer token or signed link", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody), (status = 429, description = "the user already holds the most streams allowed", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
 #[tracing::instrument(skip_all, fields(job.id = %id))]
@@ -264,41 +265,62 @@ async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let user = link_viewer(&app, bearer, link.sig.as_deref(), &id).await?;
     let run = load(&app, &user, &id).await?;
+    let Some(subscription) = app.hub.subscribe(user.id, &run.id) else {
+        tracing::warn!(user.id = %user.id, cap = app.settings.sse_per_user, "SSE: too many streams for this user");
+        return Err(ApiError::TooManyRequests {
+            retry_after_secs: 5,
+        });
+    };
     // A reconnecting EventSource sends the last id it saw: resume after it.
-    let after = headers
+    // A reconnect resumes after the last id it saw; a new stream starts with the job's
+    // current run (after the end of an earlier run an admin retried).
+    let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or(0)
-        .max(0);
+        .map(|v| v.max(0));
+    let after = match resume {
+        Some(after) => after,
+        None => ledger::current_run_start(&app.db, &run.id).await?,
+    };
     struct Cursor {
         db: sqlx::PgPool,
         id: String,
         after: i64,
         pending: std::collections::VecDeque<ledger::JobEvent>,
+        /// The last read filled a page: read on without waiting.
+        more: bool,
         done: bool,
         first: bool,
         /// The job had ended when the stream opened: once its events are read, nothing more
         /// comes (a stream resumed after the last one ends at once).
         ended: bool,
+        /// Woken by the hub; dropped with the stream, freeing the user's slot.
+        subscription: crate::events::Subscription,
+        until: tokio::time::Instant,
+        stop: tokio_util::sync::CancellationToken,
     }
     let cursor = Cursor {
         db: app.db.clone(),
         id: run.id,
         after,
         pending: Default::default(),
+        more: false,
         done: false,
         first: true,
         ended: matches!(run.state.as_str(), "succeeded" | "failed" | "cancelled"),
+        subscription,
+        until: tokio::time::Instant::now() + app.settings.sse_max_life,
+        stop: app.shutdown.clone(),
     };
     let stream = futures::stream::unfold(cursor, |mut c| async move {
         loop {
             if let Some(e) = c.pending.pop_front() {
                 c.after = e.id;
                 let terminal = matches!(e.state.as_str(), "succeeded" | "failed" | "cancelled");
-                if terminal {
+                // The end, unless later events follow (an admin retried the job).
+                if terminal && c.pending.is_empty() && !c.more {
                     c.done = true;
-                    c.pending.clear();
                 }
                 let data = json!({
                     "id": c.id, "state": e.state, "attempts": e.attempts,
@@ -311,16 +333,25 @@ async fn events(
                     .data(data.to_string());
                 return Some((Ok(event), c));
             }
-            if c.done {
+            if c.done || c.stop.is_cancelled() {
                 return None;
             }
-            if !c.first {
-                tokio::time::sleep(EVENT_POLL).await;
+            if !c.first && !c.more {
+                tokio::select! {
+                    _ = c.subscription.wake.notified() => {}
+                    _ = tokio::time::sleep(crate::events::FALLBACK) => {}
+                    // The browser reconnects and resumes after the last id it got.
+                    _ = tokio::time::sleep_until(c.until) => return None,
+                    _ = c.stop.cancelled() => return None,
+                }
             }
             c.first = false;
             match ledger::events_after(&c.db, &c.id, c.after).await {
                 Ok(events) if events.is_empty() && c.ended => return None,
-                Ok(events) => c.pending.extend(events),
+                Ok(events) => {
+                    c.more = events.len() as i64 >= ledger::EVENTS_PAGE;
+                    c.pending.extend(events);
+                }
                 Err(error) => {
                     tracing::warn!(%error, job.id = %c.id, "SSE: cannot read job events; closing stream");
                     return None;
@@ -328,6 +359,7 @@ async fn events(
             }
         }
     });
+    // A comment every 15 s keeps proxies from closing an idle stream.
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 

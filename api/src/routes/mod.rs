@@ -1,6 +1,14 @@
 //! The HTTP surface: every route, and the layers around them (request id, tracing, body limit,
 //! rate limits, JSON 404).
-use axum::{extract::DefaultBodyLimit, http::Request, middleware, Router};
+use std::time::Duration;
+
+use axum::{
+    extract::{DefaultBodyLimit, MatchedPath, State},
+    http::Request,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    Router,
+};
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     trace::TraceLayer,
@@ -11,6 +19,7 @@ use crate::{
     state::AppState,
 };
 
+pub mod admin;
 pub mod attendance;
 pub mod auth;
 pub mod calls;
@@ -40,7 +49,12 @@ pub fn router(state: AppState) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
+        .merge(crate::pages::routes())
         .fallback(|| async { ApiError::NotFound })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_timeout,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::rate_limit::limit,
@@ -48,19 +62,39 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                let request_id = request
-                    .extensions()
-                    .get::<RequestId>()
-                    .and_then(|id| id.header_value().to_str().ok())
-                    .unwrap_or("");
-                tracing::error_span!(
-                    "request",
-                    request_id = %request_id,
-                    method = %request.method(),
-                    path = %request.uri().path(),
-                )
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    let request_id = request
+                        .extensions()
+                        .get::<RequestId>()
+                        .and_then(|id| id.header_value().to_str().ok())
+                        .unwrap_or("");
+                    // The route template (`/api/jobs/{id}`), not the path: ids stay out of
+                    // the access log's route field and unmatched paths group as one.
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("(unmatched)", |p| p.as_str());
+                    tracing::error_span!(
+                        "request",
+                        request_id = %request_id,
+                        method = %request.method(),
+                        route = %route,
+                    )
+                })
+                .on_request(())
+                .on_failure(())
+                // The access log: one line per request, in the request's span (method,
+                // route, request id), with the status and the latency.
+                .on_response(
+                    |response: &axum::http::Response<_>, latency: Duration, _: &tracing::Span| {
+                        tracing::info!(
+                            status = response.status().as_u16(),
+                            latency_ms = latency.as_secs_f64() * 1000.0,
+                            "request"
+                        );
+                    },
+                ),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
@@ -115,5 +149,32 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(imports::routes())
         .merge(calls::routes())
         .merge(notifications::routes())
+        .merge(admin::routes())
         .split_for_parts()
+}
+
+/// Answers 503 (with `Retry-After`) when a handler has not answered within
+/// `REQUEST_TIMEOUT_SECS`: a request waiting on a slow statement or a full pool frees its
+/// client. Event streams are exempt: their life is bounded by `SSE_MAX_LIFE_SECS`.
+async fn request_timeout(
+    State(app): State<AppState>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let streaming = request.uri().path().ends_with("/events");
+    if streaming {
+        return next.run(request).await;
+    }
+    let limit = app.settings.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout_s = limit.as_secs(), "request timed out");
+            ApiError::Overloaded {
+                message: "the request took too long; retry later",
+                retry_after_secs: 5,
+            }
+            .into_response()
+        }
+    }
 }

@@ -12,7 +12,7 @@ use shared::domain::{
 };
 
 use crate::{
-    auth::{upsert_user, CurrentUser, Role},
+    auth::{upsert_user_holding, CurrentUser, Role},
     http::{page, ApiError, AppJson, AppQuery, FieldErrors},
     state::AppState,
 };
@@ -81,7 +81,7 @@ struct NewUser {
     path = "/api/users",
     tag = "users",
     request_body = NewUser,
-    responses((status = 201, description = "OK", body = serde_json::Value), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
+    responses((status = 201, description = "OK", body = serde_json::Value), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody), (status = 503, description = "no password hashing slot free (Retry-After)", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
@@ -112,7 +112,8 @@ async fn create(
     let Some(role) = role.filter(|_| fields.is_empty()) else {
         return Err(ApiError::Validation(fields));
     };
-    let id = upsert_user(&app.db, &email, &password, role).await?;
+    let slot = crate::auth::hashing_slot(&app).await?;
+    let id = upsert_user_holding(&app.db, &email, &password, role, Some(slot)).await?;
     if let Some(extension) = &req.extension {
         shared::domain::calls::set_extension(&app.db, id, extension.as_deref()).await?;
     }

@@ -46,6 +46,7 @@ async fn a_job_failing_twice_then_succeeding_takes_three_attempts_with_growing_w
     let metrics = app
         .http
         .get(format!("{}/metrics", app.base))
+        .bearer_auth(METRICS_TOKEN)
         .send()
         .await
         .unwrap()

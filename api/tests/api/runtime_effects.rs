@@ -82,6 +82,7 @@ async fn one_result_the_database_refuses_fails_that_job_alone_and_the_batch_succ
     let metrics = app
         .http
         .get(format!("{}/metrics", app.base))
+        .bearer_auth(METRICS_TOKEN)
         .send()
         .await
         .unwrap()

@@ -26,6 +26,8 @@ pub struct TestApp {
 }
 
 pub const SECRET: &str = "test-secret-that-is-long-enough-for-hs256-0123456789";
+/// The bearer token of `/metrics` in tests (`METRICS_TOKEN`).
+pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789";
 
 pub fn api_config(extra: &[&str]) -> api::ApiConfig {
     let defaults = [
@@ -33,6 +35,7 @@ pub fn api_config(extra: &[&str]) -> api::ApiConfig {
         ("--rate-limit", "100000/60s"),
         ("--login-rate-limit", "100000/60s"),
         ("--status-rate-limit", "100000/60s"),
+        ("--metrics-token", METRICS_TOKEN),
     ];
     let mut args = vec!["artsvao-api"];
     for (flag, value) in defaults {
@@ -295,7 +298,7 @@ impl Job for Sleepy {
 }
 
 /// Reports progress in `steps` steps `step_ms` apart; each report is a cancel checkpoint.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Steps {
     pub steps: u8,
     pub step_ms: u64,

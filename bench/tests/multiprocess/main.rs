@@ -5,6 +5,7 @@
 
 mod support;
 
+mod api_http;
 mod bulk_schedule;
 mod calls;
 mod imports;

@@ -466,6 +466,11 @@ pub struct ApiProc {
 
 impl ApiProc {
     pub async fn start(db_url: &str) -> Self {
+        Self::start_with(db_url, &[]).await
+    }
+
+    /// The api with extra environment (`SSE_PER_USER`, `METRICS_ADDR`, …).
+    pub async fn start_with(db_url: &str, env: &[(&str, &str)]) -> Self {
         let db = PgPool::connect(db_url).await.unwrap();
         let email = format!("manager-{}@artsvao.test", bench::now_us());
         api::auth::upsert_user(
@@ -498,6 +503,7 @@ impl ApiProc {
             .env("RATE_LIMIT", "100000/60s")
             .env("STATUS_RATE_LIMIT", "100000/60s")
             .env("RUST_LOG", "info,sqlx=warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))
             .kill_on_drop(true)

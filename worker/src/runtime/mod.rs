@@ -185,6 +185,7 @@ impl Runtime {
                 tokio::spawn(crate::cron::run_schedule(
                     self.pool.clone(),
                     s,
+                    self.process_id().to_string(),
                     shutdown.clone(),
                 ))
             })
