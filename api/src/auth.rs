@@ -45,6 +45,11 @@ pub struct CurrentUser {
     pub id: Uuid,
     pub email: String,
     pub role: Role,
+    /// What every token of this user must carry (`users.token_version`): a password change or
+    /// a deactivation raises it, and older tokens, sessions and links stop working at once.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub token_version: i32,
 }
 
 impl CurrentUser {
@@ -68,6 +73,9 @@ pub struct Claims {
     pub role: Role,
     pub iat: i64,
     pub exp: i64,
+    /// The user's token version when issued (tokens from before this field: 0).
+    #[serde(default)]
+    pub ver: i32,
 }
 
 /// What a page session token says (see [`Tokens::sign_session`]).
@@ -76,6 +84,8 @@ struct SessionClaims {
     sub: Uuid,
     exp: i64,
     purpose: String,
+    #[serde(default)]
+    ver: i32,
 }
 
 const SESSION_PURPOSE: &str = "page-session";
@@ -91,6 +101,8 @@ struct LinkClaims {
     sub: Uuid,
     exp: i64,
     purpose: String,
+    #[serde(default)]
+    ver: i32,
 }
 
 /// Signs and checks access tokens. No `Debug`: holds the secret.
@@ -109,13 +121,14 @@ impl Tokens {
         }
     }
 
-    pub fn issue(&self, user: Uuid, role: Role) -> Result<String, ApiError> {
+    pub fn issue(&self, user: Uuid, role: Role, version: i32) -> Result<String, ApiError> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: user,
             role,
             iat: now,
             exp: now + self.ttl_secs,
+            ver: version,
         };
         jsonwebtoken::encode(&Header::default(), &claims, &self.encoding)
             .map_err(|e| ApiError::Internal(e.into()))
@@ -125,17 +138,29 @@ impl Tokens {
     /// `EventSource` or a download cannot send a header): HMAC-SHA256 over the job id, the
     /// user and the expiry, valid [`LINK_TTL_SECS`]. Not an access token: it carries no role,
     /// so [`Tokens::verify`] refuses it, and it opens only that job's two routes.
-    pub fn sign_link(&self, job: &str, user: Uuid) -> Result<String, ApiError> {
-        self.sign_link_until(job, user, chrono::Utc::now().timestamp() + LINK_TTL_SECS)
+    pub fn sign_link(&self, job: &str, user: &CurrentUser) -> Result<String, ApiError> {
+        self.sign_link_until(
+            job,
+            user.id,
+            user.token_version,
+            chrono::Utc::now().timestamp() + LINK_TTL_SECS,
+        )
     }
 
     /// [`Tokens::sign_link`] with an explicit expiry (unix seconds).
-    pub fn sign_link_until(&self, job: &str, user: Uuid, exp: i64) -> Result<String, ApiError> {
+    pub fn sign_link_until(
+        &self,
+        job: &str,
+        user: Uuid,
+        version: i32,
+        exp: i64,
+    ) -> Result<String, ApiError> {
         let claims = LinkClaims {
             job: job.to_string(),
             sub: user,
             exp,
             purpose: LINK_PURPOSE.to_string(),
+            ver: version,
         };
         jsonwebtoken::encode(&Header::default(), &claims, &self.encoding)
             .map_err(|e| ApiError::Internal(e.into()))
@@ -144,34 +169,36 @@ impl Tokens {
     /// The pages' session (the `HttpOnly` cookie `POST /login` sets): the user and an expiry,
     /// for the pages only — it carries no role, so it is no bearer token, and the API routes
     /// never read cookies (no cross-site request can use it against them).
-    pub fn sign_session(&self, user: Uuid) -> Result<String, ApiError> {
+    pub fn sign_session(&self, user: Uuid, version: i32) -> Result<String, ApiError> {
         let claims = SessionClaims {
             sub: user,
             exp: chrono::Utc::now().timestamp() + self.ttl_secs,
             purpose: SESSION_PURPOSE.to_string(),
+            ver: version,
         };
         jsonwebtoken::encode(&Header::default(), &claims, &self.encoding)
             .map_err(|e| ApiError::Internal(e.into()))
     }
 
-    /// The user of a valid, unexpired page session token.
-    pub fn verify_session(&self, token: &str) -> Option<Uuid> {
+    /// The user (and token version) of a valid, unexpired page session token.
+    pub fn verify_session(&self, token: &str) -> Option<(Uuid, i32)> {
         let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
         validation.leeway = 5;
         let claims = jsonwebtoken::decode::<SessionClaims>(token, &self.decoding, &validation)
             .ok()?
             .claims;
-        (claims.purpose == SESSION_PURPOSE).then_some(claims.sub)
+        (claims.purpose == SESSION_PURPOSE).then_some((claims.sub, claims.ver))
     }
 
-    /// The user a link for `job` was signed for, if it is one, for that job, and unexpired.
-    pub fn verify_link(&self, token: &str, job: &str) -> Option<Uuid> {
+    /// The user (and token version) a link for `job` was signed for, if it is one, for that
+    /// job, and unexpired.
+    pub fn verify_link(&self, token: &str, job: &str) -> Option<(Uuid, i32)> {
         let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
         validation.leeway = 0;
         let claims = jsonwebtoken::decode::<LinkClaims>(token, &self.decoding, &validation)
             .ok()?
             .claims;
-        (claims.purpose == LINK_PURPOSE && claims.job == job).then_some(claims.sub)
+        (claims.purpose == LINK_PURPOSE && claims.job == job).then_some((claims.sub, claims.ver))
     }
 
     pub fn verify(&self, token: &str) -> Option<Claims> {
@@ -202,21 +229,31 @@ impl FromRequestParts<AppState> for CurrentUser {
         let claims = bearer(parts)
             .and_then(|t| app.tokens.verify(t))
             .ok_or(ApiError::Unauthorized)?;
-        CurrentUser::active(app, claims.sub).await
+        CurrentUser::active(app, claims.sub, claims.ver).await
     }
 }
 
 impl CurrentUser {
-    /// The active user `id` (401 if there is none: deactivated users lose access at once).
-    pub async fn active(app: &AppState, id: Uuid) -> Result<Self, ApiError> {
-        let row: Option<(Uuid, String, String)> =
-            sqlx::query_as("select id, email, role from users where id = $1 and active")
-                .bind(id)
-                .fetch_optional(&app.db)
-                .await?;
-        let (id, email, role) = row.ok_or(ApiError::Unauthorized)?;
+    /// The active user `id` whose tokens are at `version` (401 otherwise: a deactivated user,
+    /// or a token from before a password change or a deactivation, loses access at once).
+    pub async fn active(app: &AppState, id: Uuid, version: i32) -> Result<Self, ApiError> {
+        let row: Option<(Uuid, String, String, i32)> = sqlx::query_as(
+            "select id, email, role, token_version from users where id = $1 and active",
+        )
+        .bind(id)
+        .fetch_optional(&app.db)
+        .await?;
+        let (id, email, role, token_version) = row.ok_or(ApiError::Unauthorized)?;
+        if token_version != version {
+            return Err(ApiError::Unauthorized);
+        }
         let role = Role::parse(&role).ok_or(ApiError::Unauthorized)?;
-        Ok(Self { id, email, role })
+        Ok(Self {
+            id,
+            email,
+            role,
+            token_version,
+        })
     }
 }
 
@@ -239,32 +276,38 @@ pub async fn hashing_slot(app: &AppState) -> Result<tokio::sync::OwnedSemaphoreP
     }
 }
 
-/// Checks an e-mail and password: the active user's id and role, or 401 (an unknown e-mail
-/// costs the same hash check as a wrong password). Takes a hashing slot.
+/// Checks an e-mail and password: the active user (with the version its new tokens carry), or
+/// 401 (an unknown e-mail costs the same hash check as a wrong password). Takes a hashing slot.
 pub async fn authenticate(
     app: &AppState,
     email: &str,
     password: String,
-) -> Result<(Uuid, Role), ApiError> {
-    let row: Option<(Uuid, String, String)> = sqlx::query_as(
-        "select id, password_hash, role from users where lower(email) = lower($1) and active",
+) -> Result<CurrentUser, ApiError> {
+    let row: Option<(Uuid, String, String, String, i32)> = sqlx::query_as(
+        "select id, password_hash, role, email, token_version from users
+         where lower(email) = lower($1) and active",
     )
     .bind(email)
     .fetch_optional(&app.db)
     .await?;
     let (hash, found) = match &row {
-        Some((_, hash, _)) => (hash.clone(), true),
+        Some((_, hash, ..)) => (hash.clone(), true),
         None => (DUMMY_HASH.clone(), false),
     };
     let slot = hashing_slot(app).await?;
     let ok = verify_password_holding(password, hash, Some(slot)).await && found;
-    let Some((id, _, role)) = row.filter(|_| ok) else {
+    let Some((id, _, role, email, token_version)) = row.filter(|_| ok) else {
         tracing::warn!("login refused");
         return Err(ApiError::Unauthorized);
     };
     let role = Role::parse(&role).ok_or(ApiError::Unauthorized)?;
     tracing::info!(user.id = %id, "login");
-    Ok((id, role))
+    Ok(CurrentUser {
+        id,
+        email,
+        role,
+        token_version,
+    })
 }
 
 /// Hashes a password with argon2id (default parameters) on a blocking thread.
@@ -326,30 +369,95 @@ pub static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
         .unwrap_or_default()
 });
 
-/// Creates a user or updates the password, role and active flag of an existing one (by email).
+/// Creates a user; an e-mail already taken (any case) is a 409, never a silent password reset.
+pub async fn create_user(
+    db: &sqlx::PgPool,
+    email: &str,
+    password: &str,
+    role: Role,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> Result<Uuid, ApiError> {
+    let hash = hash_password_holding(password.to_string(), Some(slot)).await?;
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "insert into users (email, password_hash, role) values ($1, $2, $3)
+         on conflict (lower(email)) do nothing
+         returning id",
+    )
+    .bind(email.trim())
+    .bind(hash)
+    .bind(role.as_str())
+    .fetch_optional(db)
+    .await?;
+    id.ok_or_else(|| {
+        ApiError::Conflict(
+            "a user with this e-mail exists; change it with PATCH /api/users/{id}".into(),
+        )
+    })
+}
+
+/// Sets a new password for `user` whose token is at `version` and raises the version: every
+/// token, page session and signed link issued before stops working at once. A token revoked
+/// meanwhile (a concurrent change won) changes nothing: 401. Returns the new version.
+pub async fn set_password(
+    db: &sqlx::PgPool,
+    user: &CurrentUser,
+    password: &str,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> Result<i32, ApiError> {
+    let hash = hash_password_holding(password.to_string(), Some(slot)).await?;
+    let version: Option<i32> = sqlx::query_scalar(
+        "update users set password_hash = $2, token_version = token_version + 1,
+             updated_at = now()
+         where id = $1 and active and token_version = $3 returning token_version",
+    )
+    .bind(user.id)
+    .bind(hash)
+    .bind(user.token_version)
+    .fetch_optional(db)
+    .await?;
+    version.ok_or(ApiError::Unauthorized)
+}
+
+/// The stored hash of an active user (for checking a current password).
+pub async fn password_hash(db: &sqlx::PgPool, user: Uuid) -> Result<String, ApiError> {
+    sqlx::query_scalar("select password_hash from users where id = $1 and active")
+        .bind(user)
+        .fetch_optional(db)
+        .await?
+        .ok_or(ApiError::Unauthorized)
+}
+
+/// The shortest password accepted.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// The longest (argon2 would take any length: bound the work an input can ask for).
+pub const MAX_PASSWORD_CHARS: usize = 256;
+
+/// A new password's problem, if any.
+pub fn password_problem(password: &str) -> Option<String> {
+    let n = password.chars().count();
+    if n < MIN_PASSWORD_CHARS {
+        Some(format!("at least {MIN_PASSWORD_CHARS} characters"))
+    } else if n > MAX_PASSWORD_CHARS {
+        Some(format!("at most {MAX_PASSWORD_CHARS} characters"))
+    } else {
+        None
+    }
+}
+
+/// Creates a user or updates the password, role and active flag of an existing one (by email):
+/// the operator's `create-user` command (a password change there revokes tokens too).
 pub async fn upsert_user(
     db: &sqlx::PgPool,
     email: &str,
     password: &str,
     role: Role,
 ) -> Result<Uuid, ApiError> {
-    upsert_user_holding(db, email, password, role, None).await
-}
-
-/// [`upsert_user`] hashing under a request's hashing `slot`.
-pub async fn upsert_user_holding(
-    db: &sqlx::PgPool,
-    email: &str,
-    password: &str,
-    role: Role,
-    slot: Option<tokio::sync::OwnedSemaphorePermit>,
-) -> Result<Uuid, ApiError> {
-    let hash = hash_password_holding(password.to_string(), slot).await?;
+    let hash = hash_password(password.to_string()).await?;
     let id: Uuid = sqlx::query_scalar(
         "insert into users (email, password_hash, role) values ($1, $2, $3)
          on conflict (lower(email)) do update
          set password_hash = excluded.password_hash, role = excluded.role, active = true,
-             updated_at = now()
+             token_version = users.token_version + 1, updated_at = now()
          returning id",
     )
     .bind(email.trim())

@@ -34,15 +34,19 @@ pub struct ApiConfig {
     /// Access token lifetime in seconds.
     #[arg(long, env = "JWT_TTL_SECS", default_value_t = 12 * 3600)]
     pub jwt_ttl_secs: i64,
-    /// General request limit per client IP and per user (the audit's 100/60s).
+    /// General request limit per user (logged in) or per client address (anonymous).
     #[arg(long, env = "RATE_LIMIT", default_value = "100/60s")]
     pub rate_limit: Rate,
-    /// Login attempts per client IP.
+    /// Login attempts per client address.
     #[arg(long, env = "LOGIN_RATE_LIMIT", default_value = "10/60s")]
     pub login_rate_limit: Rate,
-    /// Job status reads (polling, SSE) per client IP and per user.
+    /// Job status reads (polling, SSE) per user or per client address.
     #[arg(long, env = "STATUS_RATE_LIMIT", default_value = "600/60s")]
     pub status_rate_limit: Rate,
+    /// Proxies (CIDRs, comma-separated, e.g. `10.0.0.0/8,fd00::/8`) whose `X-Forwarded-For`
+    /// names the client for the per-address limits; unset: the peer address counts.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<rate_limit::Cidr>,
     /// Largest accepted request body in bytes.
     #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
     pub body_limit_bytes: usize,
@@ -95,12 +99,22 @@ pub struct ApiConfig {
 pub enum Command {
     /// Serve HTTP (the default).
     Serve,
-    /// Create a user, or update the password, role and active flag of an existing one.
+    /// Create a user, or update the password, role and active flag of an existing one (a
+    /// password set here revokes the user's earlier tokens).
     CreateUser {
         #[arg(long)]
         email: String,
+        /// The password on the command line (visible in `ps` and shell history: prefer
+        /// `--password-stdin`).
+        #[arg(
+            long,
+            required_unless_present = "password_stdin",
+            conflicts_with = "password_stdin"
+        )]
+        password: Option<String>,
+        /// Read the password from the first line of standard input.
         #[arg(long)]
-        password: String,
+        password_stdin: bool,
         #[arg(long, value_parser = ["admin", "manager", "teacher"])]
         role: String,
         /// The PBX extension (3–5 digits) click-to-call rings first.
@@ -131,6 +145,7 @@ impl ApiConfig {
             rate: self.rate_limit,
             login_rate: self.login_rate_limit,
             status_rate: self.status_rate_limit,
+            trusted_proxies: self.trusted_proxies.clone(),
             body_limit_bytes: self.body_limit_bytes,
             readiness_timeout: Duration::from_secs(2),
             telegram_webhook_secret: self

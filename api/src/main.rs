@@ -48,9 +48,23 @@ async fn run(config: ApiConfig) -> anyhow::Result<()> {
         Command::CreateUser {
             email,
             password,
+            password_stdin,
             role,
             extension,
         } => {
+            let password = match password {
+                Some(p) if !password_stdin => p,
+                _ => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the password from standard input")?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            if let Some(problem) = auth::password_problem(&password) {
+                anyhow::bail!("password: {problem}");
+            }
             let db = api::connect_and_migrate(&config.db).await?;
             let role = auth::Role::parse(&role).context("role")?;
             let id = auth::upsert_user(&db, &email, &password, role)

@@ -18,6 +18,8 @@ pub struct Settings {
     pub rate: Rate,
     pub login_rate: Rate,
     pub status_rate: Rate,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<crate::rate_limit::Cidr>,
     pub body_limit_bytes: usize,
     pub readiness_timeout: std::time::Duration,
     /// The secret Telegram sends with each webhook call; `None`: the webhook is off.

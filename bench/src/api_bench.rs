@@ -67,7 +67,7 @@ pub async fn run(
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let token = state
         .tokens
-        .issue(user, api::auth::Role::Manager)
+        .issue(user, api::auth::Role::Manager, 0)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

@@ -24,28 +24,23 @@ pub struct KindStats {
 }
 
 /// Per kind: queued, running, failed in the last 24 h, oldest due age, throughput over 5 min.
-/// Reads the open jobs (partial index) and the last day's finished ones (`finished_at` index).
+/// One pass over the open jobs (partial index) and the last day's finished ones
+/// (`finished_at` index).
 pub async fn kind_stats(db: &PgPool) -> Result<Vec<KindStats>, sqlx::Error> {
     sqlx::query_as(
-        "with open as (
-             select kind, state, coalesce(run_after, created_at) as due from job_runs
-             where state in ('queued', 'running')
-         ), recent as (
-             select kind, state, finished_at from job_runs
-             where finished_at > now() - interval '24 hours'
-         ), kinds as (select kind from open union select kind from recent)
-         select k.kind,
-                (select count(*) from open o where o.kind = k.kind and o.state = 'queued') as queued,
-                (select count(*) from open o where o.kind = k.kind and o.state = 'running') as running,
-                (select count(*) from recent r where r.kind = k.kind and r.state = 'failed')
+        "select kind,
+                count(*) filter (where state = 'queued') as queued,
+                count(*) filter (where state = 'running') as running,
+                count(*) filter (where state = 'failed' and finished_at > now() - interval '24 hours')
                     as failed_24h,
-                coalesce((select extract(epoch from now() - min(o.due))::float8 from open o
-                          where o.kind = k.kind and o.state = 'queued' and o.due <= now()), 0)
-                    as oldest_queued_secs,
-                (select count(*) from recent r
-                 where r.kind = k.kind and r.finished_at > now() - interval '5 minutes')::float8 / 5
+                coalesce(extract(epoch from now() - min(coalesce(run_after, created_at))
+                    filter (where state = 'queued' and coalesce(run_after, created_at) <= now())
+                )::float8, 0) as oldest_queued_secs,
+                (count(*) filter (where finished_at > now() - interval '5 minutes'))::float8 / 5
                     as per_minute_5m
-         from kinds k order by k.kind",
+         from job_runs
+         where state in ('queued', 'running') or finished_at > now() - interval '24 hours'
+         group by kind order by kind",
     )
     .fetch_all(db)
     .await
@@ -242,7 +237,7 @@ pub async fn retry(pool: &PgPool, id: &str) -> Result<Retry, sqlx::Error> {
         // The same work was queued again meanwhile (a concurrent retry or enqueue of the key):
         // the unique index refused this one; nothing changed.
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            return Ok(Retry::Duplicate("a job queued at the same moment".into()));
+            return Ok(Retry::Duplicate("queued at the same moment".into()));
         }
         other => other?,
     }

@@ -50,6 +50,8 @@ pub enum ApiError {
         message: String,
         clashes: serde_json::Value,
     },
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("unauthorized")]
     Unauthorized,
     #[error("forbidden")]
@@ -102,6 +104,30 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 Self::Unavailable
             }
+            // statement_timeout (query_canceled), a lock timeout, a deadlock or a
+            // serialization failure: the database is busy right now, the request may be retried.
+            sqlx::Error::Database(e)
+                if matches!(
+                    e.code().as_deref(),
+                    Some("57014" | "55P03" | "40P01" | "40001")
+                ) =>
+            {
+                tracing::warn!(error = %e, "statement timed out or conflicted");
+                Self::Overloaded {
+                    message: "the database took too long; retry later",
+                    retry_after_secs: 5,
+                }
+            }
+            // Class 22 (data exception: a value out of range, a character the database cannot
+            // store): the input's fault, never a 500. Routes name their fields before this;
+            // this is the net under them.
+            sqlx::Error::Database(e) if e.code().is_some_and(|c| c.starts_with("22")) => {
+                tracing::warn!(error = %e, "the database refused a value");
+                Self::field(
+                    "body",
+                    format!("a value the database cannot store: {}", e.message()),
+                )
+            }
             other => Self::Internal(other.into()),
         }
     }
@@ -137,6 +163,11 @@ impl IntoResponse for ApiError {
             ),
             Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
             Self::Clash { message, .. } => (StatusCode::CONFLICT, "clash", message.clone()),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method".to_string(),
+            ),
             Self::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -257,8 +288,9 @@ impl From<QueryRejection> for ApiError {
 }
 
 impl From<PathRejection> for ApiError {
+    /// A path parameter of the wrong type (an id that is not a UUID): 400 in the error shape.
     fn from(rejection: PathRejection) -> Self {
-        Self::field("path", rejection.body_text())
+        Self::BadRequest(format!("bad path parameter: {}", rejection.body_text()))
     }
 }
 

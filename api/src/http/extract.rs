@@ -1,16 +1,130 @@
 //! Extractors whose rejections are [`ApiError`]s, so a bad body or query answers in the same
 //! JSON error shape as everything else.
 use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Query, Request},
+    http::{header, request::Parts, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
 
 use super::error::ApiError;
 
-/// `Json` whose rejection is an [`ApiError`] (same error shape as everything else).
-#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `Json` whose rejection is an [`ApiError`] (same error shape as everything else). A string
+/// holding NUL (`\u0000`, which PostgreSQL cannot store in text) is a 422 naming its field.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct AppJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<mime_type::Essence>().ok())
+            .is_some_and(|m| m.is_json());
+        if !json {
+            return Err(ApiError::BadRequest(
+                "expected Content-Type: application/json".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge("request body is too large".into())
+            } else {
+                ApiError::BadRequest(format!("cannot read the body: {}", e.body_text()))
+            }
+        })?;
+        // Read once as plain JSON first: a string PostgreSQL cannot store (NUL) or a date
+        // chrono could overflow (an expanded year, `+262143-12-20`) is named here, including in
+        // fields the typed read would skip; what is not JSON at all is a 400.
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+        if let Some((field, problem)) = unstorable(&value, "") {
+            return Err(ApiError::field(
+                if field.is_empty() { "body" } else { &field },
+                problem,
+            ));
+        }
+        let Json(value) = Json::<T>::from_bytes(&bytes)?;
+        Ok(Self(value))
+    }
+}
+
+/// The path (`items[2].name`, or a key that itself holds NUL) of the first string PostgreSQL
+/// cannot store (NUL) or that writes a date with an expanded year, and the problem.
+fn unstorable(value: &serde_json::Value, at: &str) -> Option<(String, &'static str)> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => Some((
+            at.to_string(),
+            "must not contain the NUL character (\\u0000)",
+        )),
+        Value::String(s) if expanded_year(s) => {
+            Some((at.to_string(), "dates take a four-digit year (YYYY-MM-DD)"))
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| unstorable(v, &format!("{at}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let name = k.replace('\0', "\\u0000");
+            let path = if at.is_empty() {
+                name
+            } else {
+                format!("{at}.{name}")
+            };
+            if k.contains('\0') {
+                Some((path, "must not contain the NUL character (\\u0000)"))
+            } else {
+                unstorable(v, &path)
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// `+262143-12-20`, `-10000-01-01`: ISO 8601's expanded years, which chrono parses and date
+/// arithmetic then overflows; nobody at the centre books a lesson past the year 9999.
+fn expanded_year(s: &str) -> bool {
+    let b = s.as_bytes();
+    if !matches!(b.first(), Some(b'+' | b'-')) {
+        return false;
+    }
+    let digits = b[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+    digits >= 5 && b.get(1 + digits) == Some(&b'-')
+}
+
+/// Content types that are JSON: `application/json` and `application/*+json`.
+mod mime_type {
+    pub struct Essence(String);
+
+    impl std::str::FromStr for Essence {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let essence = s
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if essence.contains('/') {
+                Ok(Self(essence))
+            } else {
+                Err(())
+            }
+        }
+    }
+
+    impl Essence {
+        pub fn is_json(&self) -> bool {
+            self.0 == "application/json"
+                || (self.0.starts_with("application/") && self.0.ends_with("+json"))
+        }
+    }
+}
 
 impl<T: serde::Serialize> IntoResponse for AppJson<T> {
     fn into_response(self) -> Response {
@@ -18,10 +132,35 @@ impl<T: serde::Serialize> IntoResponse for AppJson<T> {
     }
 }
 
-/// `Query` whose rejection is an [`ApiError`].
-#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+/// `Query` whose rejection is an [`ApiError`]; a value holding NUL (`%00`) is a 422 naming
+/// its parameter.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct AppQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for AppQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        if query.contains("%00") {
+            if let Some((name, _)) = form_urlencoded::parse(query.as_bytes())
+                .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+            {
+                return Err(ApiError::field(
+                    &name.replace('\0', "%00"),
+                    "must not contain the NUL character (%00)",
+                ));
+            }
+        }
+        let Query(value) = Query::<T>::try_from_uri(&parts.uri)?;
+        Ok(Self(value))
+    }
+}
+
+/// `Path` whose rejection is a 400 in the JSON error shape (a path id that is not a UUID).
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct AppPath<T>(pub T);
 
 /// Parses an optional query value into a typed value (an enum of the domain), reporting a bad
 /// one on the field `name` with what is expected.

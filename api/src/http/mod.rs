@@ -10,7 +10,7 @@ pub mod server;
 
 pub use accepted::{enqueue_for, requester, status_url, Accepted};
 pub use error::{ApiError, ErrorBody, FieldErrors};
-pub use extract::{query_value, AppJson, AppQuery};
+pub use extract::{query_value, AppJson, AppPath, AppQuery};
 pub use paging::{page, Paged};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -8,14 +8,13 @@
 //! forms from carrying the cookie, and a cross-origin `Origin` header is refused as well.
 //! The pages use the same domain calls as the API: nothing here is a second implementation.
 use axum::{
-    extract::{FromRequestParts, Path, Query, State},
+    extract::{FromRequestParts, Path, State},
     http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode},
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
     Json, Router,
 };
 use jobs::ledger::{self, JobRun, ListFilter};
-use serde::Deserialize;
 use shared::domain::page::PageRequest;
 use uuid::Uuid;
 
@@ -139,14 +138,14 @@ impl FromRequestParts<AppState> for PageUser {
     type Rejection = PageError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, PageError> {
-        let user = session_cookie(&parts.headers)
+        let (user, version) = session_cookie(&parts.headers)
             .and_then(|t| app.tokens.verify_session(t))
             .ok_or(PageError::Login)?;
-        Ok(Self(CurrentUser::active(app, user).await?))
+        Ok(Self(CurrentUser::active(app, user, version).await?))
     }
 }
 
-fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -180,12 +179,23 @@ fn same_origin(headers: &HeaderMap) -> Result<(), PageError> {
 /// takes at most `MAX_GROUPS`): the rest is ignored, not collected.
 const MAX_FORM_FIELDS: usize = crate::routes::exports::MAX_GROUPS + 10;
 
-/// A form body's fields, repeated names kept.
-fn form(body: &[u8]) -> Vec<(String, String)> {
-    form_urlencoded::parse(body)
+/// A form body's fields, repeated names kept; a field holding NUL (`%00`, which PostgreSQL
+/// cannot store) is a 422 naming it.
+fn form(body: &[u8]) -> Result<Vec<(String, String)>, PageError> {
+    let fields: Vec<(String, String)> = form_urlencoded::parse(body)
         .take(MAX_FORM_FIELDS)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+        .collect();
+    if let Some((name, _)) = fields
+        .iter()
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return Err(PageError::Api(ApiError::field(
+            &name.replace('\0', "%00"),
+            "must not contain the NUL character",
+        )));
+    }
+    Ok(fields)
 }
 
 fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -197,14 +207,33 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 // ----- login -----
 
-#[derive(Deserialize)]
-struct LoginQuery {
-    error: Option<String>,
+/// A page's query string, read leniently: the first value of each name (a repeated, unknown
+/// or undecodable parameter never makes an error page).
+pub struct PageQuery(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PageQuery {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        Ok(Self(
+            form_urlencoded::parse(query.as_bytes())
+                .take(20)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        ))
+    }
 }
 
-async fn login_form(Query(q): Query<LoginQuery>) -> Html<String> {
+impl PageQuery {
+    fn get(&self, name: &str) -> Option<&str> {
+        field(&self.0, name)
+    }
+}
+
+async fn login_form(q: PageQuery) -> Html<String> {
     Html(login_html(
-        q.error.as_deref().map(|_| "Неверная почта или пароль."),
+        q.get("error").map(|_| "Неверная почта или пароль."),
         "",
     ))
 }
@@ -237,7 +266,10 @@ async fn login(
     if let Err(e) = same_origin(&headers) {
         return e.into_response();
     }
-    let fields = form(&body);
+    let fields = match form(&body) {
+        Ok(fields) => fields,
+        Err(e) => return e.into_response(),
+    };
     let email = field(&fields, "email").unwrap_or("").trim().to_string();
     let password = field(&fields, "password").unwrap_or("").to_string();
     if email.is_empty() || password.is_empty() {
@@ -247,7 +279,7 @@ async fn login(
         )
             .into_response();
     }
-    let (id, _) = match authenticate(&app, &email, password).await {
+    let user = match authenticate(&app, &email, password).await {
         Ok(found) => found,
         Err(ApiError::Unauthorized) => {
             return (
@@ -258,7 +290,7 @@ async fn login(
         }
         Err(other) => return PageError::Api(other).into_response(),
     };
-    let token = match app.tokens.sign_session(id) {
+    let token = match app.tokens.sign_session(user.id, user.token_version) {
         Ok(t) => t,
         Err(e) => return PageError::Api(e).into_response(),
     };
@@ -291,12 +323,6 @@ async fn logout(headers: HeaderMap) -> Response {
 }
 
 // ----- «Мои задачи» -----
-
-#[derive(Deserialize)]
-struct JobsQuery {
-    job: Option<String>,
-    error: Option<String>,
-}
 
 /// Job kinds as people call them.
 fn kind_label(kind: &str) -> &str {
@@ -336,7 +362,7 @@ fn moscow(at: chrono::DateTime<chrono::Utc>) -> String {
 async fn jobs_page(
     State(app): State<AppState>,
     PageUser(user): PageUser,
-    Query(q): Query<JobsQuery>,
+    q: PageQuery,
 ) -> Result<Html<String>, PageError> {
     let runs = ledger::list(
         &app.db,
@@ -347,7 +373,7 @@ async fn jobs_page(
     .await?;
     let mut rows = String::new();
     for run in runs.items {
-        let highlighted = q.job.as_deref() == Some(run.id.as_str());
+        let highlighted = q.get("job") == Some(run.id.as_str());
         rows.push_str(&job_row(&app, &user, run, highlighted)?);
     }
     if rows.is_empty() {
@@ -359,8 +385,7 @@ async fn jobs_page(
         .map(|(id, name)| format!("<option value=\"{id}\">{}</option>", esc(name)))
         .collect();
     let error = q
-        .error
-        .as_deref()
+        .get("error")
         .map(|e| format!("<p class=\"error\" id=\"order-error\">{}</p>", esc(e)))
         .unwrap_or_default();
     let month = shared::time::today().format("%Y-%m");
@@ -484,7 +509,7 @@ async fn order(
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
     same_origin(&headers)?;
-    let fields = form(&body);
+    let fields = form(&body)?;
     let chosen = field(&fields, "scope") == Some("chosen");
     let mut group_ids = Vec::new();
     let mut bad = false;
@@ -589,21 +614,15 @@ async fn status(
 
 // ----- ops -----
 
-#[derive(Deserialize)]
-struct OpsQuery {
-    notice: Option<String>,
-}
-
 #[tracing::instrument(skip_all, fields(user.id = %user.id))]
 async fn ops_page(
     State(app): State<AppState>,
     PageUser(user): PageUser,
-    Query(q): Query<OpsQuery>,
+    q: PageQuery,
 ) -> Result<Html<String>, PageError> {
     let o = admin::read_overview(&app, &user).await?;
     let notice = q
-        .notice
-        .as_deref()
+        .get("notice")
         .map(|n| format!("<p class=\"notice\" id=\"notice\">{}</p>", esc(n)))
         .unwrap_or_default();
     let kinds: String = o
@@ -761,7 +780,7 @@ async fn retry_kind(
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
     same_origin(&headers)?;
-    let fields = form(&body);
+    let fields = form(&body)?;
     let kind = field(&fields, "kind").unwrap_or("");
     let done = admin::retry_all(&app, &user, kind).await?;
     Ok(ops_redirect(&format!(

@@ -1,12 +1,9 @@
 //! Operations for admins across every user: jobs (filter, retry one or all failed of a kind),
 //! worker replicas, cron schedules and the queue overview the `/ops` page shows.
+use crate::http::AppPath;
 use std::time::Duration;
 
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-    Json,
-};
+use axum::{extract::State, http::StatusCode, Json};
 use jobs::{
     breaker::BreakerState,
     ledger::{self, ListFilter},
@@ -122,7 +119,7 @@ pub async fn retry_job(app: &AppState, admin: &CurrentUser, id: &str) -> Result<
             "only failed jobs are retried; this one is {state}"
         ))),
         Retry::Duplicate(other) => Err(ApiError::Conflict(format!(
-            "the same work is already queued or running as job {other}"
+            "the same work is already queued or running (job: {other})"
         ))),
         Retry::Gone => Err(ApiError::Conflict(
             "the job's queue entry is missing (pruned) or not failed; request the work again"
@@ -143,7 +140,7 @@ pub async fn retry_job(app: &AppState, admin: &CurrentUser, id: &str) -> Result<
 async fn retry_one(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
 ) -> Result<(StatusCode, Json<JobStatus>), ApiError> {
     retry_job(&app, &user, &id).await?;
     let id = parse_id(&id)?;

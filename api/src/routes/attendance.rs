@@ -1,10 +1,8 @@
 //! Attendance of a lesson: its roster (the members expected) with their marks, and marking —
 //! marks and the visits they charge in one transaction (rules: `shared::domain::attendance`).
 //! Managers and admins mark any lesson, teachers their own.
-use axum::{
-    extract::{Path, State},
-    Json,
-};
+use crate::http::AppPath;
+use axum::{extract::State, Json};
 use serde::Deserialize;
 use shared::domain::attendance::{self, Marker, RawMark, Sheet};
 use uuid::Uuid;
@@ -46,7 +44,7 @@ fn teacher_scope(user: &CurrentUser) -> Option<Uuid> {
 async fn show(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Sheet>, ApiError> {
     Ok(Json(
         attendance::show(&app.db, id, teacher_scope(&user)).await?,
@@ -66,7 +64,7 @@ async fn show(
 async fn mark(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
     AppJson(req): AppJson<Marks>,
 ) -> Result<Json<Sheet>, ApiError> {
     user.require(&[Role::Admin, Role::Manager, Role::Teacher])?;

@@ -2,8 +2,9 @@
 //! transaction and answers at once (the phone rings from the worker, never from the request);
 //! `GET /api/calls` and `/api/calls/{id}` show what became of calls. Managers and admins ring
 //! any client, teachers the clients of their groups (and see their own calls).
+use crate::http::AppPath;
 use axum::{
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, StatusCode},
     Json,
 };
@@ -177,7 +178,7 @@ async fn list(
 async fn show(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Call>, ApiError> {
     user.require(CALLERS)?;
     let call = calls::get(&app.db, id).await?;

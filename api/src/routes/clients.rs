@@ -1,10 +1,7 @@
 //! Clients: create, update, archive, read and search. Managers and admins write; every role
 //! reads (teachers see their groups' members through the same records).
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-    Json,
-};
+use crate::http::AppPath;
+use axum::{extract::State, http::StatusCode, Json};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -252,7 +249,7 @@ async fn create(
 async fn update(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
     AppJson(body): AppJson<Map<String, Value>>,
 ) -> Result<Json<Client>, ApiError> {
     user.require(WRITERS)?;
@@ -279,7 +276,7 @@ async fn update(
 async fn archive(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Client>, ApiError> {
     user.require(WRITERS)?;
     Ok(Json(clients::archive(&app.db, id).await?.into()))
@@ -297,7 +294,7 @@ async fn archive(
 async fn show(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Client>, ApiError> {
     Ok(Json(clients::fetch(&app.db, id).await?.into()))
 }

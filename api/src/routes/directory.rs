@@ -1,10 +1,7 @@
 //! Teachers (optionally linked to a login) and rooms. Managers and admins write; every role
 //! reads.
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-    Json,
-};
+use crate::http::AppPath;
+use axum::{extract::State, http::StatusCode, Json};
 use serde::Deserialize;
 use shared::domain::{
     directory::{self, Room, RoomPatch, RoomStatus, Teacher, TeacherPatch},
@@ -66,7 +63,7 @@ async fn create_teacher(
 async fn update_teacher(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
     AppJson(req): AppJson<TeacherPatch>,
 ) -> Result<Json<Teacher>, ApiError> {
     user.require(WRITERS)?;
@@ -85,7 +82,7 @@ async fn update_teacher(
 async fn show_teacher(
     State(app): State<AppState>,
     _user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Teacher>, ApiError> {
     Ok(Json(directory::teacher(&app.db, id).await?))
 }
@@ -154,7 +151,7 @@ async fn create_room(
 async fn update_room(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
     AppJson(req): AppJson<RoomPatch>,
 ) -> Result<Json<Room>, ApiError> {
     user.require(WRITERS)?;
@@ -173,7 +170,7 @@ async fn update_room(
 async fn show_room(
     State(app): State<AppState>,
     _user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Room>, ApiError> {
     Ok(Json(directory::room(&app.db, id).await?))
 }

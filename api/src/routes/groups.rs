@@ -1,11 +1,8 @@
 //! Study groups and their members: enrol (active while seats are free, else waitlisted),
 //! unenrol (the first waitlisted member takes the seat). Managers and admins write; every role
 //! reads.
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-    Json,
-};
+use crate::http::AppPath;
+use axum::{extract::State, http::StatusCode, Json};
 use chrono::NaiveDate;
 use serde::Deserialize;
 use shared::domain::{
@@ -65,7 +62,7 @@ async fn create(
 async fn update(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
     AppJson(req): AppJson<GroupPatch>,
 ) -> Result<Json<Group>, ApiError> {
     user.require(WRITERS)?;
@@ -84,7 +81,7 @@ async fn update(
 async fn show(
     State(app): State<AppState>,
     _user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Group>, ApiError> {
     Ok(Json(groups::fetch(&app.db, id).await?))
 }
@@ -140,7 +137,7 @@ struct MembersQuery {
 async fn members(
     State(app): State<AppState>,
     _user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
     AppQuery(q): AppQuery<MembersQuery>,
 ) -> Result<Json<Page<Member>>, ApiError> {
     let page = page(q.limit, q.offset)?;
@@ -172,7 +169,7 @@ struct Enrol {
 async fn enrol(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
     AppJson(req): AppJson<Enrol>,
 ) -> Result<(StatusCode, Json<Member>), ApiError> {
     user.require(WRITERS)?;
@@ -203,7 +200,7 @@ struct Unenrol {
 async fn unenrol(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path((id, client_id)): Path<(Uuid, Uuid)>,
+    AppPath((id, client_id)): AppPath<(Uuid, Uuid)>,
     AppQuery(q): AppQuery<Unenrol>,
 ) -> Result<Json<Left>, ApiError> {
     user.require(WRITERS)?;

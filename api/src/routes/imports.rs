@@ -1,8 +1,9 @@
 //! Imports as jobs: `POST /api/imports/timepad` and `/api/imports/pyrus` queue an import
 //! (while one of the same scope is queued or running, the request returns it), and the
 //! imported Timepad events and orders. Managers and admins.
+use crate::http::AppPath;
 use axum::{
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, StatusCode},
     Json,
 };
@@ -147,7 +148,7 @@ async fn events(
 async fn orders(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<i64>,
+    AppPath(id): AppPath<i64>,
     AppQuery(q): AppQuery<PageQuery>,
 ) -> Result<Json<Page<OrderView>>, ApiError> {
     user.require(WRITERS)?;

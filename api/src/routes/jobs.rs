@@ -1,9 +1,10 @@
 //! Job status for browsers: one job, a user's jobs, cancel, a live SSE stream and the
 //! artifact download. Reads only our ledger (`job_runs`), never the engine's tables.
+use crate::http::AppPath;
 use std::convert::Infallible;
 
 use axum::{
-    extract::{Path, State},
+    extract::State,
     http::{header, HeaderValue, StatusCode},
     response::{
         sse::{Event, KeepAlive, Sse},
@@ -68,7 +69,7 @@ pub struct JobStatus {
 impl JobStatus {
     /// The status of `r` as `user` sees it, its links signed for that user.
     pub fn of(r: JobRun, app: &AppState, user: &CurrentUser) -> Result<Self, ApiError> {
-        let sig = app.tokens.sign_link(&r.id, user.id)?;
+        let sig = app.tokens.sign_link(&r.id, user)?;
         Ok(Self {
             status_url: status_url(&r.id),
             events_url: format!("/api/jobs/{}/events?sig={sig}", r.id),
@@ -114,10 +115,10 @@ async fn link_viewer(
         return Ok(user);
     }
     let id = parse_id(id)?;
-    let user = sig
+    let (user, version) = sig
         .and_then(|s| app.tokens.verify_link(s, &id))
         .ok_or(ApiError::Unauthorized)?;
-    CurrentUser::active(app, user).await
+    CurrentUser::active(app, user, version).await
 }
 
 /// Job ids are ULIDs; anything else is a 422 naming `id`.
@@ -146,7 +147,7 @@ async fn load(app: &AppState, user: &CurrentUser, id: &str) -> Result<JobRun, Ap
 async fn show(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
 ) -> Result<Json<JobStatus>, ApiError> {
     let run = load(&app, &user, &id).await?;
     Ok(Json(JobStatus::of(run, &app, &user)?))
@@ -224,7 +225,7 @@ async fn list(
 async fn cancel(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
 ) -> Result<(StatusCode, Json<JobStatus>), ApiError> {
     let id = parse_id(&id)?;
     let state = ledger::cancel(&app.db, &id, user.job_viewer())
@@ -259,7 +260,7 @@ async fn cancel(
 async fn events(
     State(app): State<AppState>,
     bearer: Result<CurrentUser, ApiError>,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
     AppQuery(link): AppQuery<LinkQuery>,
     headers: axum::http::HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -375,7 +376,7 @@ async fn events(
 async fn artifact(
     State(app): State<AppState>,
     bearer: Result<CurrentUser, ApiError>,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
     AppQuery(link): AppQuery<LinkQuery>,
 ) -> Result<Response, ApiError> {
     let user = link_viewer(&app, bearer, link.sig.as_deref(), &id).await?;

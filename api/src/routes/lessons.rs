@@ -1,8 +1,9 @@
 //! Lessons: one-off create, move, cancel, list by date range and by room / teacher / group.
 //! Double booking of a room or a teacher is refused by PostgreSQL's exclusion constraints
 //! (half-open ranges, cancelled lessons excluded) and reported as 409 with the clashing lessons.
+use crate::http::AppPath;
 use axum::{
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, StatusCode},
     Json,
 };
@@ -70,7 +71,7 @@ async fn move_lesson(
     State(app): State<AppState>,
     user: CurrentUser,
     headers: HeaderMap,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
     AppJson(req): AppJson<Move>,
 ) -> Result<Json<Lesson>, ApiError> {
     user.require(WRITERS)?;
@@ -105,7 +106,7 @@ async fn cancel(
     State(app): State<AppState>,
     user: CurrentUser,
     headers: HeaderMap,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Lesson>, ApiError> {
     user.require(WRITERS)?;
     // The cancellation and the notices of its roster in one transaction.
@@ -131,7 +132,7 @@ async fn cancel(
 async fn show(
     State(app): State<AppState>,
     _user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Lesson>, ApiError> {
     Ok(Json(lessons::fetch(&app.db, id).await?))
 }

@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(crate::pages::routes())
         .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_timeout,
@@ -97,6 +98,18 @@ pub fn router(state: AppState) -> Router {
                 ),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Last resort: a handler that panics answers a JSON 500 (logged once, with the panic)
+        // instead of dropping the connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |panic: Box<dyn std::any::Any + Send>| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                ApiError::Internal(anyhow::anyhow!("handler panicked: {what}")).into_response()
+            },
+        ))
         .with_state(state)
 }
 
@@ -132,7 +145,7 @@ impl utoipa::Modify for BearerAuth {
 /// Every route, and the OpenAPI document describing them.
 pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     use utoipa::OpenApi;
-    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (routes, mut doc) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::routes())
         .merge(auth::routes())
         .merge(jobs::routes())
@@ -150,7 +163,63 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(calls::routes())
         .merge(notifications::routes())
         .merge(admin::routes())
-        .split_for_parts()
+        .split_for_parts();
+    common_responses(&mut doc);
+    (routes, doc)
+}
+
+/// The answers every operation can give whatever its handler does, added where a route does
+/// not document them itself: 400 (a path parameter of the wrong type, a body that is not
+/// JSON), 413 (a body over the limit), 429 (the rate limits; not on health and metrics) and
+/// 503 (the database unavailable or too slow, with `Retry-After`).
+fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{path::Operation, ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let limited = !(path.starts_with("/api/health/") || path == "/metrics");
+        let has_params = path.contains('{');
+        let ops: [&mut Option<Operation>; 5] = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for op in ops.into_iter().flatten() {
+            let body = op.request_body.is_some();
+            let responses = &mut op.responses.responses;
+            if has_params || body {
+                responses.entry("400".into()).or_insert_with(|| {
+                    error("a path parameter of the wrong type or a body that is not JSON")
+                });
+            }
+            if body {
+                responses
+                    .entry("413".into())
+                    .or_insert_with(|| error("the body is over the size limit"));
+            }
+            if limited {
+                responses
+                    .entry("429".into())
+                    .or_insert_with(|| error("rate limited (Retry-After)"));
+                responses.entry("503".into()).or_insert_with(|| {
+                    error("the database is unavailable or too slow (Retry-After)")
+                });
+            }
+        }
+    }
 }
 
 /// Answers 503 (with `Retry-After`) when a handler has not answered within

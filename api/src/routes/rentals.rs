@@ -1,11 +1,8 @@
 //! Room rental applications from outside organisations: create, list, approve (books the room
 //! for every day of the period, set-based, refused with 409 listing every clash), reject.
 //! Managers and admins only (rules: `shared::domain::rentals`).
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-    Json,
-};
+use crate::http::AppPath;
+use axum::{extract::State, http::StatusCode, Json};
 use serde::Deserialize;
 use shared::domain::{
     rentals::{self, Application, ApplicationStatus, NewApplication},
@@ -63,7 +60,7 @@ async fn create(
 async fn show(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Application>, ApiError> {
     user.require(WRITERS)?;
     Ok(Json(rentals::fetch(&app.db, id).await?))
@@ -110,7 +107,7 @@ async fn list(
 async fn approve(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Application>, ApiError> {
     user.require(WRITERS)?;
     Ok(Json(rentals::approve(&app.db, id, user.id).await?))
@@ -128,7 +125,7 @@ async fn approve(
 async fn reject(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Application>, ApiError> {
     user.require(WRITERS)?;
     Ok(Json(rentals::reject(&app.db, id, user.id).await?))

@@ -1,11 +1,8 @@
 //! Season tickets: plans, the sale of a subscription (with its invoice), payments (an invoice
 //! paid in full activates its subscription), freezes, and reads (rules:
 //! `shared::domain::subscriptions`). Managers and admins write; every role reads.
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-    Json,
-};
+use crate::http::AppPath;
+use axum::{extract::State, http::StatusCode, Json};
 use chrono::NaiveDate;
 use serde::Deserialize;
 use shared::domain::{
@@ -127,7 +124,7 @@ async fn sell(
 async fn show_subscription(
     State(app): State<AppState>,
     _user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Subscription>, ApiError> {
     Ok(Json(subscriptions::fetch(&app.db, id).await?))
 }
@@ -173,7 +170,7 @@ struct Freeze {
 async fn freeze(
     State(app): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<Uuid>,
+    AppPath(id): AppPath<Uuid>,
     AppJson(req): AppJson<Freeze>,
 ) -> Result<Json<Subscription>, ApiError> {
     user.require(WRITERS)?;

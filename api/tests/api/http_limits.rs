@@ -271,3 +271,92 @@ async fn metrics_are_served_only_with_the_token_or_on_the_internal_address(db: P
     let text = res.text().await.unwrap();
     assert!(text.contains("sse_streams_open"), "{text}");
 }
+
+#[sqlx::test(migrations = false)]
+async fn an_office_behind_one_address_is_limited_per_user_and_proxies_are_trusted_by_config(
+    db: PgPool,
+) {
+    let app = TestApp::spawn_with(
+        db.clone(),
+        None,
+        api_config(&["--rate-limit", "3/60s", "--trusted-proxies", "127.0.0.1/32"]),
+    )
+    .await;
+    let (_, a) = app.user("manager").await;
+    let (_, b) = app.user("manager").await;
+    // Two colleagues on one address: three requests each, not three between them.
+    for token in [&a, &b] {
+        for _ in 0..3 {
+            assert_eq!(
+                app.get(token, "/api/auth/me").await.status(),
+                StatusCode::OK
+            );
+        }
+        let res = app.get(token, "/api/auth/me").await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    // Anonymous requests count per client: behind the trusted proxy, per forwarded address.
+    let anonymous = |forwarded: &'static str| {
+        let http = app.http.clone();
+        let url = format!("{}/api/clients", app.base);
+        async move {
+            http.get(url)
+                .header("x-forwarded-for", forwarded)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(anonymous("198.51.100.7").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        anonymous("198.51.100.7").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(anonymous("198.51.100.8").await, StatusCode::UNAUTHORIZED);
+    // A client's own forged hop left of the real one changes nothing.
+    assert_eq!(
+        anonymous("1.1.1.1, 198.51.100.7").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A proxy that adds its own header line: the last line names the client.
+    let res = app
+        .http
+        .get(format!("{}/api/clients", app.base))
+        .header("x-forwarded-for", "198.51.100.7")
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let res = app
+        .http
+        .get(format!("{}/api/clients", app.base))
+        .header("x-forwarded-for", "198.51.100.7")
+        .header("x-forwarded-for", "203.0.113.50")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "the proxy's line counts"
+    );
+
+    // Without trusted proxies the header is ignored: one address, one limit.
+    let direct = TestApp::spawn_with(db, None, api_config(&["--rate-limit", "3/60s"])).await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let res = direct
+            .http
+            .get(format!("{}/api/clients", direct.base))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(statuses, vec![401, 401, 401, 429]);
+}

@@ -163,13 +163,15 @@ async fn signed_links_open_one_jobs_events_and_file_until_they_expire(db: PgPool
     // Expired (signed with the same secret a second ago): 401; an access token as a link: 401.
     let tokens = api::auth::Tokens::new(SECRET.as_bytes(), 3600);
     let expired = tokens
-        .sign_link_until(&id, user, chrono::Utc::now().timestamp() - 1)
+        .sign_link_until(&id, user, 0, chrono::Utc::now().timestamp() - 1)
         .unwrap();
     let res = anonymous(format!("/api/jobs/{id}/artifact?sig={expired}")).await;
     assert_eq!(res.status(), 401);
     let res = anonymous(format!("/api/jobs/{id}/artifact?sig={token}")).await;
     assert_eq!(res.status(), 401);
-    let fresh = tokens.sign_link(&id, user).unwrap();
+    let fresh = tokens
+        .sign_link_until(&id, user, 0, chrono::Utc::now().timestamp() + 600)
+        .unwrap();
     let res = anonymous(format!("/api/jobs/{id}/artifact?sig={fresh}")).await;
     assert_eq!(res.status(), 200);
     app.stop().await;

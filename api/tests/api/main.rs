@@ -33,4 +33,5 @@ mod runtime_effects;
 mod schedules;
 mod seed_demo;
 mod subscriptions;
+mod users;
 mod webdriver;

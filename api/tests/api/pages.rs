@@ -334,6 +334,14 @@ async fn the_page_session_opens_pages_only_and_forms_refuse_other_origins(db: Pg
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.text().await.unwrap().contains("Заказать табель"));
+    // Odd query strings are read leniently, never an error page.
+    let res = http
+        .get(format!("{base}/jobs?job=a&job=b&error=%FF&x"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
 
     // The cookie opens no API route, neither as a cookie nor as a bearer token.
     let res = http
