@@ -114,6 +114,10 @@ async fn link_viewer(
     if let Ok(user) = bearer {
         return Ok(user);
     }
+    let Some(sig) = sig else {
+        return Err(ApiError::Unauthorized);
+    };
+    let sig = Some(sig);
     let id = parse_id(id)?;
     let (user, version) = sig
         .and_then(|s| app.tokens.verify_link(s, &id))

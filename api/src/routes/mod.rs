@@ -187,9 +187,32 @@ fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
                 .build(),
         )
     };
+    use utoipa::openapi::{
+        path::ParameterIn,
+        schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type},
+    };
+    // The bounds every handler enforces on these parameters, stated once.
+    let integer = |min: i64, max: i64| {
+        RefOr::T(utoipa::openapi::Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(min as f64))
+                .maximum(Some(max as f64))
+                .build(),
+        ))
+    };
+    let ulid = RefOr::T(utoipa::openapi::Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$"))
+            .build(),
+    ));
     for (path, item) in doc.paths.paths.iter_mut() {
         let limited = !(path.starts_with("/api/health/") || path == "/metrics");
         let has_params = path.contains('{');
+        let job_path =
+            path.starts_with("/api/jobs/{id}") || path.starts_with("/api/admin/jobs/{id}");
         let ops: [&mut Option<Operation>; 5] = [
             &mut item.get,
             &mut item.post,
@@ -199,7 +222,22 @@ fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
         ];
         for op in ops.into_iter().flatten() {
             let body = op.request_body.is_some();
+            let mut queried = false;
+            for p in op.parameters.iter_mut().flatten() {
+                match (&p.parameter_in, p.name.as_str()) {
+                    (ParameterIn::Query, "limit") => p.schema = Some(integer(1, 200)),
+                    (ParameterIn::Query, "offset") => p.schema = Some(integer(0, 1_000_000)),
+                    (ParameterIn::Path, "id") if job_path => p.schema = Some(ulid.clone()),
+                    _ => {}
+                }
+                queried |= matches!(p.parameter_in, ParameterIn::Query | ParameterIn::Path);
+            }
             let responses = &mut op.responses.responses;
+            if queried || body {
+                responses
+                    .entry("422".into())
+                    .or_insert_with(|| error("invalid fields, each named"));
+            }
             if has_params || body {
                 responses.entry("400".into()).or_insert_with(|| {
                     error("a path parameter of the wrong type or a body that is not JSON")
