@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::{
-    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
+    extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection},
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
@@ -278,6 +278,17 @@ fn data_error_field(text: &str) -> (String, String) {
             (path.to_string(), problem.to_string())
         }
         _ => ("body".into(), detail.to_string()),
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    /// A body that could not be read: over the size limit (413) or cut off (400).
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::PayloadTooLarge("request body is too large".into())
+        } else {
+            Self::BadRequest(format!("cannot read the body: {}", rejection.body_text()))
+        }
     }
 }
 

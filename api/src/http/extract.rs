@@ -3,7 +3,7 @@
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Query, Request},
-    http::{header, request::Parts, StatusCode},
+    http::{header, request::Parts},
     response::{IntoResponse, Response},
     Json,
 };
@@ -23,20 +23,13 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<mime_type::Essence>().ok())
-            .is_some_and(|m| m.is_json());
+            .is_some_and(is_json);
         if !json {
             return Err(ApiError::BadRequest(
                 "expected Content-Type: application/json".into(),
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge("request body is too large".into())
-            } else {
-                ApiError::BadRequest(format!("cannot read the body: {}", e.body_text()))
-            }
-        })?;
+        let bytes = Bytes::from_request(req, state).await?;
         // Read once as plain JSON first: a string PostgreSQL cannot store (NUL) or a date
         // chrono could overflow (an expanded year, `+262143-12-20`) is named here, including in
         // fields the typed read would skip; what is not JSON at all is a 400.
@@ -97,33 +90,25 @@ fn expanded_year(s: &str) -> bool {
     digits >= 5 && b.get(1 + digits) == Some(&b'-')
 }
 
-/// Content types that are JSON: `application/json` and `application/*+json`.
-mod mime_type {
-    pub struct Essence(String);
+/// A JSON content type: `application/json` or `application/*+json`, any parameters.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
 
-    impl std::str::FromStr for Essence {
-        type Err = ();
-        fn from_str(s: &str) -> Result<Self, ()> {
-            let essence = s
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            if essence.contains('/') {
-                Ok(Self(essence))
-            } else {
-                Err(())
-            }
-        }
-    }
-
-    impl Essence {
-        pub fn is_json(&self) -> bool {
-            self.0 == "application/json"
-                || (self.0.starts_with("application/") && self.0.ends_with("+json"))
-        }
-    }
+/// The first field (name) of a form or query string whose name or value holds NUL, which
+/// PostgreSQL cannot store: written with `%00` where the NUL was.
+pub fn nul_field(pairs: &[(String, String)]) -> Option<String> {
+    pairs
+        .iter()
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        .map(|(k, _)| k.replace('\0', "%00"))
 }
 
 impl<T: serde::Serialize> IntoResponse for AppJson<T> {
@@ -143,11 +128,12 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for App
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or("");
         if query.contains("%00") {
-            if let Some((name, _)) = form_urlencoded::parse(query.as_bytes())
-                .find(|(k, v)| k.contains('\0') || v.contains('\0'))
-            {
+            let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+            if let Some(name) = nul_field(&pairs) {
                 return Err(ApiError::field(
-                    &name.replace('\0', "%00"),
+                    &name,
                     "must not contain the NUL character (%00)",
                 ));
             }

@@ -186,12 +186,9 @@ fn form(body: &[u8]) -> Result<Vec<(String, String)>, PageError> {
         .take(MAX_FORM_FIELDS)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    if let Some((name, _)) = fields
-        .iter()
-        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
-    {
+    if let Some(name) = crate::http::extract::nul_field(&fields) {
         return Err(PageError::Api(ApiError::field(
-            &name.replace('\0', "%00"),
+            &name,
             "must not contain the NUL character",
         )));
     }
@@ -519,14 +516,7 @@ async fn order(
             Err(_) => bad = true,
         }
     }
-    let back = |message: &str| -> Response {
-        // A message of any length would make a Location header proxies refuse.
-        let message: String = message.chars().take(300).collect();
-        let query = form_urlencoded::Serializer::new(String::new())
-            .append_pair("error", &message)
-            .finish();
-        Redirect::to(&format!("/jobs?{query}")).into_response()
-    };
+    let back = |message: &str| redirect_with("/jobs", "error", message);
     if bad {
         return Ok(back("Выбрана неизвестная группа."));
     }
@@ -790,8 +780,15 @@ async fn retry_kind(
 }
 
 fn ops_redirect(notice: &str) -> Response {
+    redirect_with("/ops", "notice", notice)
+}
+
+/// A redirect back to `page` carrying a message in its query (cut to 300 characters: a
+/// `Location` header of any length is one proxies refuse).
+fn redirect_with(page: &str, name: &str, message: &str) -> Response {
+    let message: String = message.chars().take(300).collect();
     let query = form_urlencoded::Serializer::new(String::new())
-        .append_pair("notice", notice)
+        .append_pair(name, &message)
         .finish();
-    Redirect::to(&format!("/ops?{query}")).into_response()
+    Redirect::to(&format!("{page}?{query}")).into_response()
 }

@@ -237,13 +237,7 @@ async fn telegram_webhook(
     headers: HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge("request body is too large".into())
-        } else {
-            ApiError::BadRequest(format!("cannot read the body: {}", e.body_text()))
-        }
-    })?;
+    let body = body?;
     let Some(secret) = app.settings.telegram_webhook_secret.as_deref() else {
         return Err(ApiError::NotFound);
     };
