@@ -61,6 +61,14 @@ impl CurrentUser {
         }
     }
 
+    /// Whose client records this user reads: a teacher only their groups' members.
+    pub fn reader(&self) -> shared::domain::Reader {
+        match self.role {
+            Role::Teacher => shared::domain::Reader::Teacher(self.id),
+            Role::Admin | Role::Manager => shared::domain::Reader::Office,
+        }
+    }
+
     /// Whose jobs this user may see: `None` = everyone's (admins).
     pub fn job_viewer(&self) -> Option<Uuid> {
         (self.role != Role::Admin).then_some(self.id)

@@ -91,6 +91,15 @@ pub struct ApiConfig {
     /// would lose the cookie).
     #[arg(long, env = "COOKIE_SECURE", default_value_t = false)]
     pub cookie_secure: bool,
+    /// A teacher may mark a lesson from this many minutes before its start…
+    #[arg(long, env = "ATTENDANCE_OPENS_BEFORE_MINS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(..=10_080))]
+    pub attendance_opens_before_mins: u32,
+    /// …until this many hours after it, at most a year (managers and admins correct marks at
+    /// any time).
+    #[arg(long, env = "ATTENDANCE_CLOSES_AFTER_HOURS", default_value_t = 7 * 24,
+          value_parser = clap::value_parser!(u32).range(..=8_784))]
+    pub attendance_closes_after_hours: u32,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -167,6 +176,10 @@ impl ApiConfig {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
             cookie_secure: self.cookie_secure,
+            marking_window: shared::domain::attendance::MarkingWindow {
+                opens_before: chrono::Duration::minutes(self.attendance_opens_before_mins.into()),
+                closes_after: chrono::Duration::hours(self.attendance_closes_after_hours.into()),
+            },
         }
     }
 

@@ -33,6 +33,8 @@ pub struct Settings {
     /// `/metrics` on the main address needs this bearer token (none: not served there).
     pub metrics_token: Option<String>,
     pub cookie_secure: bool,
+    /// When a teacher may mark a lesson.
+    pub marking_window: shared::domain::attendance::MarkingWindow,
 }
 
 #[derive(Clone)]

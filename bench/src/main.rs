@@ -34,7 +34,8 @@ mod schedule_bench;
     about = "ARTSVAO benchmarks: `queue` (default), `api`, `export`, `schedule`, `timepad`, `calls`, `notify`; and `chaos`"
 )]
 struct Args {
-    /// `queue`: drain and pickup of the job runtime; `api`: CRM list endpoints under load;
+    /// `queue`: drain and pickup of the job runtime; `api`: CRM read paths under an open-loop
+    /// load (latency and CPU per request of the api process and PostgreSQL);
     /// `export`: the timesheet export (writing alone, and the whole job in a worker process);
     /// `schedule`: bulk scheduling against a loop of single-row inserts; `timepad`: the Timepad
     /// import of 50,000 orders from the fakes; `calls`: pickup of click-to-call jobs while
@@ -51,12 +52,13 @@ struct Args {
     /// chaos: time budget in seconds.
     #[arg(long, default_value_t = 300)]
     chaos_seconds: u64,
-    /// api: concurrent connections.
-    #[arg(long, default_value_t = 50)]
-    concurrency: usize,
-    /// api: requests per scenario (after 200 warm-up requests).
-    #[arg(long, default_value_t = 5000)]
-    requests: usize,
+    /// api: requests per second, sent open loop (each at its scheduled instant, whatever the
+    /// answers to earlier ones); 200 is ten times the centre's busiest hour.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// api: seconds of load per scenario (after 200 warm-up requests at the same rate).
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
     /// Server to use; a fresh database is created on it (and dropped afterwards).
     #[arg(
         long,
@@ -326,7 +328,7 @@ async fn main() -> anyhow::Result<()> {
     jobs::engine::migrate(&db).await?;
     if args.what != "queue" {
         let result = match args.what.as_str() {
-            "api" => api_bench::run(&db, &url, args.concurrency, args.requests).await,
+            "api" => api_bench::run(&db, &url, args.rate, args.seconds).await,
             "export" => export_bench::run(&db, &url).await,
             "timepad" => import_bench::run(&db, &url, args.orders).await,
             "calls" => call_bench::run(&db, &url, 200, 1000).await,

@@ -5,6 +5,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod metrics;
+pub mod money;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;

@@ -30,19 +30,65 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<
             ));
         }
         let bytes = Bytes::from_request(req, state).await?;
-        // Read once as plain JSON first: a string PostgreSQL cannot store (NUL) or a date
-        // chrono could overflow (an expanded year, `+262143-12-20`) is named here, including in
-        // fields the typed read would skip; what is not JSON at all is a 400.
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
-        if let Some((field, problem)) = unstorable(&value, "") {
-            return Err(ApiError::field(
-                if field.is_empty() { "body" } else { &field },
-                problem,
-            ));
+        read_json(&bytes).map(Self)
+    }
+}
+
+/// Reads a JSON body as `T` the way every route does (see [`AppJson`]): not JSON is 400; not
+/// an object, a NUL, an expanded-year date or a typed-read failure is 422 naming the field.
+pub fn read_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Read once as plain JSON first: a string PostgreSQL cannot store (NUL) or a date
+    // chrono could overflow (an expanded year, `+262143-12-20`) is named here, including in
+    // fields the typed read would skip; what is not JSON at all is a 400.
+    let mut value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    // Every body is an object: serde would also read a struct from an array
+    // (`[null, null]`), which no client means.
+    if !value.is_object() {
+        return Err(ApiError::field("body", "a JSON object"));
+    }
+    if let Some((field, problem)) = unstorable(&value, "") {
+        return Err(ApiError::field(
+            if field.is_empty() { "body" } else { &field },
+            problem,
+        ));
+    }
+    // JSON has one number type: `1.0` is the integer 1 (as JSON Schema says), which
+    // serde would refuse for an integer field. Such numbers are rewritten; the (rare) body
+    // that had one is read from the rewritten text, so errors still name their field.
+    let Json(value) = if integral_floats_to_integers(&mut value) {
+        let bytes = serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.into()))?;
+        Json::<T>::from_bytes(&bytes)?
+    } else {
+        Json::<T>::from_bytes(bytes)?
+    };
+    Ok(value)
+}
+
+/// Rewrites every float with no fractional part whose integer a double holds exactly
+/// (|x| ≤ 2^53: `644.0`, `-3e2`) as that integer; whether any was. Beyond 2^53 a double is
+/// already rounded (`9007199254740993.0` reads as …992), so it stays a float and an integer
+/// field refuses it rather than take a neighbouring id.
+fn integral_floats_to_integers(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+            if f.fract() == 0.0 && f.abs() <= EXACT {
+                *value = Value::from(f as i64);
+                true
+            } else {
+                false
+            }
         }
-        let Json(value) = Json::<T>::from_bytes(&bytes)?;
-        Ok(Self(value))
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |any, v| integral_floats_to_integers(v) | any),
+        Value::Object(map) => map
+            .values_mut()
+            .fold(false, |any, v| integral_floats_to_integers(v) | any),
+        _ => false,
     }
 }
 
@@ -160,4 +206,22 @@ pub fn query_value<T: std::str::FromStr<Err = String>>(
                 .map_err(|expected| ApiError::field(name, expected))
         })
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integral_floats_become_integers_and_others_stay() {
+        let mut v =
+            serde_json::json!({"a": 644.0, "b": [1.5, -3e2, 7], "c": {"d": 1e30}, "e": "2.0"});
+        assert!(integral_floats_to_integers(&mut v));
+        assert_eq!(
+            v,
+            serde_json::json!({"a": 644, "b": [1.5, -300, 7], "c": {"d": 1e30}, "e": "2.0"})
+        );
+        let mut plain = serde_json::json!({"a": 1, "b": "x"});
+        assert!(!integral_floats_to_integers(&mut plain));
+    }
 }

@@ -51,7 +51,7 @@ struct JobsQuery {
     get,
     path = "/api/admin/jobs",
     tag = "admin",
-    params(("state" = Option<String>, Query, description = "queued | running | succeeded | failed | cancelled"), ("kind" = Option<String>, Query), ("user_id" = Option<Uuid>, Query, description = "who requested it"), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    params(("state" = inline(Option<super::jobs::JobStateParam>), Query), ("kind" = Option<String>, Query), ("user_id" = Option<Uuid>, Query, description = "who requested it"), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
     responses((status = 200, description = "OK", body = crate::http::Paged<JobStatus>), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "admins only", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
@@ -154,9 +154,23 @@ async fn retry_one(
 #[serde(deny_unknown_fields)]
 pub struct RetryKind {
     /// The job kind, e.g. `timesheet_export`.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     kind: String,
     /// Only `failed`.
+    #[schema(value_type = OnlyFailed)]
     state: String,
+}
+
+/// The one state a batch retry takes.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum OnlyFailed {
+    Failed,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -174,10 +188,11 @@ pub async fn retry_all(
     kind: &str,
 ) -> Result<RetriedKind, ApiError> {
     admin.require(&[Role::Admin])?;
-    let kind = kind.trim();
-    if kind.is_empty() || kind.len() > 100 {
+    // Counted as sent (the schema's maxLength), used trimmed.
+    if kind.trim().is_empty() || kind.chars().count() > 100 {
         return Err(ApiError::field("kind", "a job kind"));
     }
+    let kind = kind.trim();
     let Some((retried, still_failed)) = ops::retry_kind(&app.db, kind, RETRY_BATCH).await? else {
         return Err(ApiError::Conflict(
             "some of this work was queued again at the same moment; nothing was retried, ask again"

@@ -1,6 +1,8 @@
 //! Attendance of a lesson: its roster (the members expected) with their marks, and marking —
 //! marks and the visits they charge in one transaction (rules: `shared::domain::attendance`).
-//! Managers and admins mark any lesson, teachers their own.
+//! Managers and admins mark any lesson, anyone, any time; teachers their own lessons' rosters
+//! (others only as `trial`) within the marking window (ATTENDANCE_OPENS_BEFORE_MINS,
+//! ATTENDANCE_CLOSES_AFTER_HOURS).
 use crate::http::AppPath;
 use axum::{extract::State, Json};
 use serde::Deserialize;
@@ -22,6 +24,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Marks {
+    /// Each client once.
+    #[schema(min_items = 1, max_items = 500)]
     marks: Vec<RawMark>,
 }
 
@@ -71,6 +75,7 @@ async fn mark(
     let marker = Marker {
         user_id: user.id,
         teacher_user: teacher_scope(&user),
+        window: app.settings.marking_window,
     };
     let marks = attendance::parse_marks(&req.marks)?;
     Ok(Json(attendance::mark(&app.db, id, &marks, marker).await?))

@@ -21,8 +21,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Login {
+    #[schema(value_type = String, required = true, min_length = 1, pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$")]
     pub email: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 1, pattern = r"^[^\u0000]*$")]
     pub password: Option<String>,
 }
 
@@ -79,8 +82,11 @@ async fn me(user: CurrentUser) -> Json<CurrentUser> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
+    /// Must match the current password (else 422 naming it).
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 256, pattern = r"^[^\u0000]*$")]
     pub current_password: Option<String>,
     /// 8 to 256 characters.
+    #[schema(value_type = String, required = true, min_length = 8, max_length = 256, pattern = r"^[^\u0000]*$")]
     pub new_password: Option<String>,
 }
 

@@ -139,7 +139,7 @@ struct ListQuery {
     get,
     path = "/api/calls",
     tag = "calls",
-    params(("client_id" = Option<Uuid>, Query), ("user_id" = Option<Uuid>, Query), ("state" = Option<String>, Query, description = "queued, dialling, placed, failed, unknown, cancelled"), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    params(("client_id" = Option<Uuid>, Query), ("user_id" = Option<Uuid>, Query), ("state" = Option<CallState>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
     responses((status = 200, description = "OK", body = crate::http::Paged<Call>), (status = 400, description = "a query parameter that does not parse", body = crate::http::error::ErrorBody), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]

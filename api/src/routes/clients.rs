@@ -81,30 +81,85 @@ impl From<ClientRow> for Client {
     }
 }
 
-/// The body of `POST` (last_name and first_name required) and `PATCH /api/clients/{id}`
-/// (only the keys sent change; null clears an optional field). Documentation schema: the
-/// handlers read the body as a JSON object to tell absent from null.
-#[derive(utoipa::ToSchema)]
+/// The body of `POST /api/clients` (last_name and first_name required). Documentation schema:
+/// the handlers read the body as a JSON object to tell absent from null.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
-pub struct ClientBody {
+pub struct NewClientBody {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 500, pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$")]
     last_name: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 500, pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$")]
     first_name: Option<String>,
+    #[schema(max_length = 500, pattern = r"^[^\u0000]*$")]
     middle_name: Option<String>,
-    /// Any Russian local form or +country code; stored as E.164.
+    /// +7 and ten digits, 8 or 7 and ten digits, ten digits, or + and a foreign number, with
+    /// spaces, dashes and brackets; stored as E.164. Empty or null clears it.
+    #[schema(
+        pattern = r"^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:(|(\+[-+() ]*([1-689]([-+() ]*[0-9]){7,14}|7([-+() ]*[0-9]){10})|([-()][-+() ]*)?([78]([-+() ]*[0-9]){10}|[0-9]([-+() ]*[0-9]){9}))[-+() ]*))[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     phone: Option<String>,
+    /// Empty or null clears it.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:(|[\x21-\x3f\x41-\x7e]+@[\x21-\x2d\x2f-\x3f\x41-\x7e][\x21-\x3f\x41-\x7e]*\.[\x21-\x3f\x41-\x7e]*[\x21-\x2d\x2f-\x3f\x41-\x7e]))[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     email: Option<String>,
-    /// YYYY-MM-DD.
+    /// YYYY-MM-DD, after 1900 and in the past (Moscow calendar).
+    #[schema(value_type = Option<String>, format = Date, pattern = "^(19[0-9]{2}|20[0-9]{2})-")]
     birth_date: Option<NaiveDate>,
+    /// Another client (must exist).
     guardian_id: Option<Uuid>,
     telegram_chat_id: Option<i64>,
+    #[schema(value_type = Option<NotifyBody>, nullable = false)]
     notify: Option<NotifyBody>,
+    #[schema(max_length = 500, pattern = r"^[^\u0000]*$")]
     comment: Option<String>,
 }
 
-#[derive(utoipa::ToSchema)]
+/// The body of `PATCH /api/clients/{id}`: only the keys sent change; null clears an optional
+/// field (the names cannot be cleared).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ClientBody {
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 500, pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$")]
+    last_name: Option<String>,
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 500, pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$")]
+    first_name: Option<String>,
+    #[schema(max_length = 500, pattern = r"^[^\u0000]*$")]
+    middle_name: Option<String>,
+    /// +7 and ten digits, 8 or 7 and ten digits, ten digits, or + and a foreign number, with
+    /// spaces, dashes and brackets; stored as E.164. Empty or null clears it.
+    #[schema(
+        pattern = r"^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:(|(\+[-+() ]*([1-689]([-+() ]*[0-9]){7,14}|7([-+() ]*[0-9]){10})|([-()][-+() ]*)?([78]([-+() ]*[0-9]){10}|[0-9]([-+() ]*[0-9]){9}))[-+() ]*))[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
+    phone: Option<String>,
+    /// Empty or null clears it.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:(|[\x21-\x3f\x41-\x7e]+@[\x21-\x2d\x2f-\x3f\x41-\x7e][\x21-\x3f\x41-\x7e]*\.[\x21-\x3f\x41-\x7e]*[\x21-\x2d\x2f-\x3f\x41-\x7e]))[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
+    email: Option<String>,
+    /// YYYY-MM-DD, after 1900 and in the past (Moscow calendar).
+    #[schema(value_type = Option<String>, format = Date, pattern = "^(19[0-9]{2}|20[0-9]{2})-")]
+    birth_date: Option<NaiveDate>,
+    /// Another client (must exist).
+    guardian_id: Option<Uuid>,
+    telegram_chat_id: Option<i64>,
+    #[schema(value_type = Option<NotifyBody>, nullable = false)]
+    notify: Option<NotifyBody>,
+    #[schema(max_length = 500, pattern = r"^[^\u0000]*$")]
+    comment: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct NotifyBody {
+    #[schema(nullable = false)]
     telegram: Option<bool>,
+    #[schema(nullable = false)]
     email: Option<bool>,
 }
 
@@ -213,7 +268,7 @@ fn text(value: &Value, required: bool) -> Result<Option<String>, String> {
     post,
     path = "/api/clients",
     tag = "clients",
-    request_body = ClientBody,
+    request_body = NewClientBody,
     responses((status = 201, description = "OK", body = Client), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
@@ -287,7 +342,7 @@ async fn archive(
     path = "/api/clients/{id}",
     tag = "clients",
     params(("id" = Uuid, Path)),
-    responses((status = 200, description = "OK", body = Client), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody)),
+    responses((status = 200, description = "OK", body = Client), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 404, description = "not found (or, to a teacher, not a member of their groups)", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, client.id = %id))]
@@ -296,7 +351,11 @@ async fn show(
     user: CurrentUser,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Client>, ApiError> {
-    Ok(Json(clients::fetch(&app.db, id).await?.into()))
+    let client = clients::fetch(&app.db, id).await?;
+    if !user.reader().sees_client(&app.db, id).await? {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(client.into()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -313,7 +372,7 @@ struct ListQuery {
     get,
     path = "/api/clients",
     tag = "clients",
-    params(("search" = Option<String>, Query, description = "surname (optionally followed by the first name) from its start, else any name fragment; a phone number's start or end; an e-mail fragment"), ("archived" = Option<bool>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    params(("search" = Option<String>, Query, max_length = 100, description = "surname (optionally followed by the first name) from its start, else any name fragment; a phone number's start or end; an e-mail fragment"), ("archived" = Option<bool>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
     responses((status = 200, description = "OK", body = crate::http::Paged<Client>), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
@@ -327,6 +386,7 @@ async fn list(
     let filter = clients::ListFilter {
         search: q.search,
         archived: q.archived.unwrap_or(false),
+        reader: user.reader(),
     };
     Ok(Json(
         clients::list(&app.db, &filter, page)

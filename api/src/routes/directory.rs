@@ -4,7 +4,7 @@ use crate::http::AppPath;
 use axum::{extract::State, http::StatusCode, Json};
 use serde::Deserialize;
 use shared::domain::{
-    directory::{self, Room, RoomPatch, RoomStatus, Teacher, TeacherPatch},
+    directory::{self, Room, RoomFilter, RoomPatch, RoomStatus, Teacher, TeacherPatch},
     Page,
 };
 use uuid::Uuid;
@@ -13,7 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::{CurrentUser, Role},
-    http::{page, ApiError, AppJson, AppQuery},
+    http::{page, query_value, ApiError, AppJson, AppQuery},
     state::AppState,
 };
 
@@ -33,7 +33,7 @@ pub(crate) const WRITERS: &[Role] = &[Role::Admin, Role::Manager];
     post,
     path = "/api/teachers",
     tag = "teachers",
-    request_body = directory::TeacherPatch,
+    request_body = directory::NewTeacher,
     responses((status = 201, description = "OK", body = directory::Teacher), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
@@ -121,7 +121,7 @@ async fn list_teachers(
     post,
     path = "/api/rooms",
     tag = "rooms",
-    request_body = directory::RoomPatch,
+    request_body = directory::NewRoom,
     responses((status = 201, description = "OK", body = directory::Room), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
@@ -187,7 +187,7 @@ struct RoomQuery {
     get,
     path = "/api/rooms",
     tag = "rooms",
-    params(("status" = Option<String>, Query, description = "active (default), archived, all"), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    params(("status" = inline(Option<directory::RoomFilter>), Query, description = "default active"), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
     responses((status = 200, description = "OK", body = crate::http::Paged<directory::Room>), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
@@ -198,13 +198,10 @@ async fn list_rooms(
     AppQuery(q): AppQuery<RoomQuery>,
 ) -> Result<Json<Page<Room>>, ApiError> {
     let page = page(q.limit, q.offset)?;
-    let status = match q.status.as_deref().unwrap_or("active") {
-        "all" => None,
-        other => Some(
-            other
-                .parse::<RoomStatus>()
-                .map_err(|_| ApiError::field("status", "one of active, archived, all"))?,
-        ),
+    let status = match query_value("status", q.status.as_deref())?.unwrap_or(RoomFilter::Active) {
+        RoomFilter::Active => Some(RoomStatus::Active),
+        RoomFilter::Archived => Some(RoomStatus::Archived),
+        RoomFilter::All => None,
     };
     Ok(Json(directory::rooms(&app.db, status, page).await?))
 }

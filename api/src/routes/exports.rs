@@ -29,10 +29,11 @@ pub const MAX_GROUPS: usize = 1000;
 #[serde(deny_unknown_fields)]
 pub struct TimesheetRequest {
     /// `YYYY-MM`, at most 24 months back and 1 month ahead (Moscow calendar).
-    #[schema(example = "2026-10")]
+    #[schema(example = "2026-10", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")]
     pub month: String,
     /// The groups; null or absent = every group (of the caller, for a teacher).
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 1000)]
     pub group_ids: Option<Vec<Uuid>>,
     /// Only groups taught by this teacher. Teachers may name only themselves.
     #[serde(default)]

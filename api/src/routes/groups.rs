@@ -32,7 +32,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     post,
     path = "/api/groups",
     tag = "groups",
-    request_body = groups::GroupPatch,
+    request_body = groups::NewGroup,
     responses((status = 201, description = "OK", body = groups::Group), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
@@ -98,7 +98,7 @@ struct GroupQuery {
     get,
     path = "/api/groups",
     tag = "groups",
-    params(("teacher_id" = Option<Uuid>, Query), ("status" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    params(("teacher_id" = Option<Uuid>, Query), ("status" = inline(Option<groups::GroupStatus>), Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
     responses((status = 200, description = "OK", body = crate::http::Paged<groups::Group>), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
@@ -129,20 +129,30 @@ struct MembersQuery {
     get,
     path = "/api/groups/{id}/members",
     tag = "groups",
-    params(("id" = Uuid, Path), ("status" = Option<String>, Query, description = "current (default), active, waitlist, left, all"), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
-    responses((status = 200, description = "OK", body = crate::http::Paged<groups::Member>), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
+    params(("id" = Uuid, Path), ("status" = inline(Option<groups::MemberFilter>), Query, description = "current (default): active and waitlisted"), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    responses((status = 200, description = "OK", body = crate::http::Paged<groups::Member>), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "a teacher and a group they do not teach", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
-#[tracing::instrument(skip_all, fields(user.id = %_user.id, group.id = %id))]
+#[tracing::instrument(skip_all, fields(user.id = %user.id, group.id = %id))]
 async fn members(
     State(app): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
     AppPath(id): AppPath<Uuid>,
     AppQuery(q): AppQuery<MembersQuery>,
 ) -> Result<Json<Page<Member>>, ApiError> {
     let page = page(q.limit, q.offset)?;
     let filter = query_value::<MemberFilter>("status", q.status.as_deref())?
         .unwrap_or(MemberFilter::Current);
+    // A teacher reads the current rosters of the groups they teach (the group itself, its
+    // name and schedule, is no secret: 403, not 404); former members are the office's.
+    let current = matches!(
+        filter,
+        MemberFilter::Current | MemberFilter::Active | MemberFilter::Waitlist
+    );
+    let reader = user.reader();
+    if (reader.teacher().is_some() && !current) || !reader.sees_group(&app.db, id).await? {
+        return Err(ApiError::Forbidden);
+    }
     Ok(Json(groups::members(&app.db, id, filter, page).await?))
 }
 

@@ -38,8 +38,25 @@ pub const MAX_EVENT_IDS: usize = 100;
 pub struct TimepadRequest {
     /// Only these Timepad events (default: every event of the organisation).
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 100, value_type = Option<Vec<PositiveId>>)]
     event_ids: Option<Vec<i64>>,
 }
+
+/// A positive Timepad id.
+struct PositiveId;
+
+impl utoipa::PartialSchema for PositiveId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(1.0))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for PositiveId {}
 
 /// Imports the organisation's Timepad events and orders (a job; cron does the same every 30
 /// minutes).
@@ -47,7 +64,7 @@ pub struct TimepadRequest {
     post,
     path = "/api/imports/timepad",
     tag = "imports",
-    request_body = TimepadRequest,
+    request_body = Option<TimepadRequest>,
     responses((status = 202, description = "queued (or the import already queued or running)", body = Accepted), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
@@ -59,17 +76,20 @@ async fn import_timepad(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     user.require(WRITERS)?;
-    // The body is optional: none (or `{}`) imports every event.
-    let req: TimepadRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        TimepadRequest::default()
-    } else {
-        Json::<TimepadRequest>::from_bytes(&body)?.0
-    };
+    // The body is optional: none, `null` or `{}` imports every event.
+    let req: TimepadRequest =
+        if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
+            TimepadRequest::default()
+        } else {
+            crate::http::extract::read_json(&body)?
+        };
     let mut ids = req.event_ids;
     if let Some(ids) = ids.as_mut() {
+        // Counted as sent (the schema's maxItems), then de-duplicated.
+        let sent = ids.len();
         ids.sort_unstable();
         ids.dedup();
-        if ids.is_empty() || ids.len() > MAX_EVENT_IDS {
+        if sent == 0 || sent > MAX_EVENT_IDS {
             return Err(ApiError::field(
                 "event_ids",
                 format!("1 to {MAX_EVENT_IDS} event ids, or absent for all"),

@@ -157,6 +157,18 @@ async fn show(
     Ok(Json(JobStatus::of(run, &app, &user)?))
 }
 
+/// A job's state as the `state` query parameters take it (`ledger::STATES`).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum JobStateParam {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
 #[derive(Deserialize)]
 struct ListQuery {
     kind: Option<String>,
@@ -169,7 +181,7 @@ struct ListQuery {
     get,
     path = "/api/jobs",
     tag = "jobs",
-    params(("kind" = Option<String>, Query), ("state" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    params(("kind" = Option<String>, Query), ("state" = inline(Option<JobStateParam>), Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
     responses((status = 200, description = "OK", body = crate::http::Paged<JobStatus>), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
@@ -222,7 +234,7 @@ async fn list(
     path = "/api/jobs/{id}/cancel",
     tag = "jobs",
     params(("id" = String, Path)),
-    responses((status = 202, description = "cancel requested (200 when already finished)", body = JobStatus), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody)),
+    responses((status = 202, description = "cancel requested", body = JobStatus), (status = 200, description = "already finished: nothing to cancel", body = JobStatus), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, job.id = %id))]

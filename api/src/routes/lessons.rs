@@ -156,7 +156,7 @@ struct LessonQuery {
     get,
     path = "/api/lessons",
     tag = "lessons",
-    params(("from" = String, Query, description = "RFC 3339"), ("to" = String, Query, description = "RFC 3339, at most 93 days after from"), ("room_id" = Option<Uuid>, Query), ("teacher_id" = Option<Uuid>, Query), ("group_id" = Option<Uuid>, Query), ("cancelled" = Option<bool>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    params(("from" = DateTime<Utc>, Query, description = "RFC 3339"), ("to" = DateTime<Utc>, Query, description = "RFC 3339, after from, at most 93 days after it"), ("room_id" = Option<Uuid>, Query), ("teacher_id" = Option<Uuid>, Query), ("group_id" = Option<Uuid>, Query), ("cancelled" = Option<bool>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
     responses((status = 200, description = "OK", body = crate::http::Paged<lessons::Lesson>), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]

@@ -40,7 +40,7 @@ pub mod users;
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit_bytes;
     let (routes, doc) = documented();
-    let doc = std::sync::Arc::new(doc);
+    let doc = std::sync::Arc::new(published(&doc));
     routes
         .route(
             "/api/openapi.json",
@@ -165,7 +165,152 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(admin::routes())
         .split_for_parts();
     common_responses(&mut doc);
+    operation_ids_and_links(&mut doc);
     (routes, doc)
+}
+
+/// The document as served, built once. utoipa 5.5 writes a link's fields in snake case
+/// (`operation_id`); OpenAPI spells them `operationId`, `operationRef`, `requestBody`, and
+/// clients that follow links (schemathesis) read only those.
+pub fn published(doc: &utoipa::openapi::OpenApi) -> serde_json::Value {
+    let mut value = serde_json::to_value(doc).unwrap_or_default();
+    let operations = value
+        .get_mut("paths")
+        .and_then(|p| p.as_object_mut())
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut());
+    for op in operations {
+        let answers = op
+            .get_mut("responses")
+            .and_then(|r| r.as_object_mut())
+            .into_iter()
+            .flat_map(|r| r.values_mut());
+        for answer in answers {
+            let links = answer
+                .get_mut("links")
+                .and_then(|l| l.as_object_mut())
+                .into_iter()
+                .flat_map(|l| l.values_mut())
+                .filter_map(|link| link.as_object_mut());
+            for link in links {
+                for (snake, camel) in [
+                    ("operation_id", "operationId"),
+                    ("operation_ref", "operationRef"),
+                    ("request_body", "requestBody"),
+                ] {
+                    if let Some(v) = link.remove(snake) {
+                        link.insert(camel.into(), v);
+                    }
+                }
+            }
+        }
+    }
+    value
+}
+
+/// What each creating `POST` links to (OpenAPI links, followed by stateful clients and
+/// fuzzers): the path it was called on, the JSON pointer of the created id in its answer, and
+/// the path prefix of the operations on what it created (each takes it as `{id}`).
+const LINKS: &[(&str, &str, &str)] = &[
+    ("/api/clients", "/id", "/api/clients/{id}"),
+    ("/api/teachers", "/id", "/api/teachers/{id}"),
+    ("/api/rooms", "/id", "/api/rooms/{id}"),
+    ("/api/groups", "/id", "/api/groups/{id}"),
+    ("/api/lessons", "/id", "/api/lessons/{id}"),
+    (
+        "/api/subscriptions",
+        "/subscription/id",
+        "/api/subscriptions/{id}",
+    ),
+    (
+        "/api/rental-applications",
+        "/id",
+        "/api/rental-applications/{id}",
+    ),
+    ("/api/users", "/id", "/api/users/{id}"),
+    ("/api/calls", "/call_id", "/api/calls/{id}"),
+    ("/api/calls", "/job_id", "/api/jobs/{id}"),
+    ("/api/exports/timesheets", "/job_id", "/api/jobs/{id}"),
+    ("/api/imports/timepad", "/job_id", "/api/jobs/{id}"),
+    ("/api/imports/pyrus", "/job_id", "/api/jobs/{id}"),
+    ("/api/schedules/bulk", "/job_id", "/api/jobs/{id}"),
+    ("/api/notifications/broadcast", "/job_id", "/api/jobs/{id}"),
+];
+
+/// The operation id of `method` on `path`: `get_api_clients_id`. utoipa names an operation
+/// after its handler, and `list` or `show` repeat across modules; links need unique ids.
+fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_string();
+    for part in path.split(|c: char| !c.is_ascii_alphanumeric()) {
+        if !part.is_empty() {
+            id.push('_');
+            id.push_str(part);
+        }
+    }
+    id
+}
+
+/// Gives every operation a unique id and adds [`LINKS`] to each creating `POST`'s success
+/// answer: one link per operation under the created thing's path, passing its id.
+fn operation_ids_and_links(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::link::Link;
+    fn methods(
+        item: &mut utoipa::openapi::PathItem,
+    ) -> Vec<(&'static str, &mut utoipa::openapi::path::Operation)> {
+        [
+            ("get", item.get.as_mut()),
+            ("post", item.post.as_mut()),
+            ("put", item.put.as_mut()),
+            ("patch", item.patch.as_mut()),
+            ("delete", item.delete.as_mut()),
+        ]
+        .into_iter()
+        .filter_map(|(m, op)| op.map(|op| (m, op)))
+        .collect()
+    }
+    let mut operations = Vec::new();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        for (method, op) in methods(item) {
+            op.operation_id = Some(operation_id(method, path));
+            operations.push((method, path.clone()));
+        }
+    }
+    for (source, pointer, prefix) in LINKS {
+        let Some(post) = doc
+            .paths
+            .paths
+            .get_mut(*source)
+            .and_then(|i| i.post.as_mut())
+        else {
+            continue;
+        };
+        let responses = &mut post.responses.responses;
+        let Some(code) = ["201", "202", "200"]
+            .into_iter()
+            .find(|code| responses.contains_key(*code))
+        else {
+            continue;
+        };
+        let Some(utoipa::openapi::RefOr::T(answer)) = responses.get_mut(code) else {
+            continue;
+        };
+        for (method, path) in &operations {
+            if path == prefix || path.starts_with(&format!("{prefix}/")) {
+                let target = operation_id(method, path);
+                answer.links.insert(
+                    target.clone(),
+                    utoipa::openapi::RefOr::T(
+                        Link::builder()
+                            .operation_id(target)
+                            .parameter("id", format!("$response.body#{pointer}"))
+                            .build(),
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// The answers every operation can give whatever its handler does, added where a route does

@@ -50,7 +50,7 @@ struct ListQuery {
     get,
     path = "/api/notifications",
     tag = "notifications",
-    params(("client_id" = Option<Uuid>, Query), ("state" = Option<String>, Query, description = "queued, sending, sent, failed, skipped"), ("channel" = Option<String>, Query, description = "telegram, email"), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
+    params(("client_id" = Option<Uuid>, Query), ("state" = Option<NotificationState>, Query), ("channel" = Option<Channel>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
     responses((status = 200, description = "OK", body = crate::http::Paged<Notification>), (status = 400, description = "a query parameter that does not parse", body = crate::http::error::ErrorBody), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
@@ -103,9 +103,15 @@ pub struct BroadcastRequest {
     /// …or the roster of this lesson (exactly one of the two).
     #[serde(default)]
     lesson_id: Option<Uuid>,
-    /// 1–3500 characters.
+    /// 1–3500 characters (not only spaces).
+    #[schema(
+        min_length = 1,
+        max_length = 3500,
+        pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     text: String,
     /// One or both of `telegram`, `email`: each recipient gets the message on each.
+    #[schema(min_items = 1)]
     channels: Vec<Channel>,
 }
 
@@ -127,8 +133,9 @@ async fn broadcast(
     AppJson(req): AppJson<BroadcastRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     user.require(MANAGERS)?;
+    // Counted as sent (the schema's maxLength), sent trimmed.
     let text = req.text.trim().to_string();
-    if text.is_empty() || text.chars().count() > MAX_TEXT {
+    if text.is_empty() || req.text.chars().count() > MAX_TEXT {
         return Err(ApiError::field("text", "1 to 3500 characters"));
     }
     if text.contains('\0') {
@@ -214,8 +221,10 @@ async fn telegram_link(
 pub struct Update {
     #[serde(default)]
     update_id: i64,
+    /// Any JSON: an update the bot does not use is answered 200 all the same (Telegram
+    /// would repeat anything else).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<serde_json::Value>)]
     message: Option<serde_json::Value>,
 }
 

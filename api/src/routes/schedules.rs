@@ -1,7 +1,7 @@
 //! Bulk scheduling as a job: the request checks the plan and enqueues `bulk_schedule`; the
 //! worker expands it and writes the lessons (see `jobs::scheduling`).
 use axum::{extract::State, http::HeaderMap, http::StatusCode, Json};
-use chrono::{NaiveDate, NaiveTime, Timelike};
+use chrono::{NaiveDate, Timelike};
 use jobs::kinds::scheduling::{BulkSchedule, Mode, PlanEntry};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -27,19 +27,21 @@ pub const MAX_DAYS: i64 = 366;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanRequest {
-    #[schema(value_type = String, example = "2026-09-01")]
+    #[schema(example = "2026-09-01")]
     from: NaiveDate,
-    #[schema(value_type = String, example = "2027-05-31")]
+    /// Not before `from`; a plan covers at most 366 days.
+    #[schema(example = "2027-05-31")]
     to: NaiveDate,
     /// Dates to skip.
     #[serde(default)]
-    #[schema(value_type = Vec<String>)]
     holidays: Vec<NaiveDate>,
     /// `all_or_nothing` (default) or `skip_conflicts`.
     #[serde(default)]
+    #[schema(value_type = Option<shared::domain::scheduling::Mode>)]
     mode: Option<String>,
     #[serde(default)]
     dry_run: bool,
+    #[schema(min_items = 1, max_items = 1000)]
     entries: Vec<EntryRequest>,
 }
 
@@ -48,10 +50,13 @@ pub struct PlanRequest {
 pub struct EntryRequest {
     group_id: Uuid,
     /// ISO weekdays, 1 = Monday … 7 = Sunday.
+    #[schema(min_items = 1, minimum = 1, maximum = 7)]
     weekdays: Vec<i64>,
     /// `HH:MM`, Moscow time.
-    #[schema(example = "18:30")]
+    #[schema(example = "18:30", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     start_time: String,
+    /// The lesson must end by midnight.
+    #[schema(minimum = 1, maximum = 720)]
     duration_min: i64,
     room_id: Uuid,
     teacher_id: Uuid,
@@ -92,7 +97,7 @@ fn check(req: &PlanRequest, fields: &mut FieldErrors) -> Vec<PlanEntry> {
             weekdays.sort_unstable();
             weekdays.dedup();
         }
-        let start = NaiveTime::parse_from_str(&e.start_time, "%H:%M").ok();
+        let start = shared::domain::scheduling::parse_hh_mm(&e.start_time);
         if start.is_none() {
             bad("start_time", "HH:MM");
         }

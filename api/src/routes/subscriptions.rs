@@ -89,8 +89,8 @@ struct SaleRequest {
     begins_on: Option<NaiveDate>,
 }
 
-/// Sells a subscription: the subscription (inactive until paid) and its invoice, in one
-/// transaction, by one statement.
+/// Sells a subscription: the subscription (inactive until paid; a free plan's is active at
+/// once) and its invoice, in one transaction, by one statement.
 #[utoipa::path(
     post,
     path = "/api/subscriptions",
@@ -117,16 +117,24 @@ async fn sell(
     path = "/api/subscriptions/{id}",
     tag = "subscriptions",
     params(("id" = Uuid, Path)),
-    responses((status = 200, description = "OK", body = subscriptions::Subscription), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody)),
+    responses((status = 200, description = "OK", body = subscriptions::Subscription), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 404, description = "not found (or, to a teacher, not of their groups' members)", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
-#[tracing::instrument(skip_all, fields(user.id = %_user.id, subscription.id = %id))]
+#[tracing::instrument(skip_all, fields(user.id = %user.id, subscription.id = %id))]
 async fn show_subscription(
     State(app): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Subscription>, ApiError> {
-    Ok(Json(subscriptions::fetch(&app.db, id).await?))
+    let subscription = subscriptions::fetch(&app.db, id).await?;
+    if !user
+        .reader()
+        .sees_client(&app.db, subscription.client_id)
+        .await?
+    {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(subscription))
 }
 
 #[utoipa::path(
@@ -137,14 +145,16 @@ async fn show_subscription(
     responses((status = 200, description = "OK", body = crate::http::Paged<subscriptions::Subscription>), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
-#[tracing::instrument(skip_all, fields(user.id = %_user.id))]
+#[tracing::instrument(skip_all, fields(user.id = %user.id))]
 async fn list_subscriptions(
     State(app): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
     AppQuery(q): AppQuery<PageQuery>,
 ) -> Result<Json<Page<Subscription>>, ApiError> {
     let page = page(q.limit, q.offset)?;
-    Ok(Json(subscriptions::list(&app.db, q.client_id, page).await?))
+    Ok(Json(
+        subscriptions::list(&app.db, q.client_id, user.reader(), page).await?,
+    ))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -186,15 +196,17 @@ async fn freeze(
     path = "/api/invoices",
     tag = "invoices",
     params(("client_id" = Option<Uuid>, Query), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("offset" = Option<i64>, Query)),
-    responses((status = 200, description = "OK", body = crate::http::Paged<subscriptions::Invoice>), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
+    responses((status = 200, description = "OK", body = crate::http::Paged<subscriptions::Invoice>), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "the role may not do this (teachers)", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
-#[tracing::instrument(skip_all, fields(user.id = %_user.id))]
+#[tracing::instrument(skip_all, fields(user.id = %user.id))]
 async fn list_invoices(
     State(app): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
     AppQuery(q): AppQuery<PageQuery>,
 ) -> Result<Json<Page<Invoice>>, ApiError> {
+    // Money is the office's business, not a teacher's.
+    user.require(WRITERS)?;
     let page = page(q.limit, q.offset)?;
     Ok(Json(
         subscriptions::invoices(&app.db, q.client_id, page).await?,

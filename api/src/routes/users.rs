@@ -70,14 +70,18 @@ struct PageQuery {
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct NewUser {
+    #[schema(value_type = String, required = true, max_length = 254, pattern = r"^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:[\x21-\x3f\x41-\x7e]+@[\x21-\x2d\x2f-\x3f\x41-\x7e][\x21-\x3f\x41-\x7e]*\.[\x21-\x3f\x41-\x7e]*[\x21-\x2d\x2f-\x3f\x41-\x7e])[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$")]
     email: Option<String>,
     /// 8 to 256 characters.
+    #[schema(value_type = String, required = true, min_length = 8, max_length = 256, pattern = r"^[^\u0000]*$")]
     password: Option<String>,
+    #[schema(value_type = Role, required = true)]
     role: Option<String>,
     /// PBX extension (3–5 digits) that click-to-call rings first; `null` clears it.
     #[serde(default, deserialize_with = "shared::domain::nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]{3,5}$")]
     extension: Option<Option<String>>,
 }
 
@@ -108,8 +112,11 @@ async fn create(
     let mut fields = FieldErrors::new();
     let email = req.email.unwrap_or_default();
     let email = email.trim();
-    if !email.contains('@') || email.len() < 3 || email.len() > 254 {
-        fields.insert("email".into(), "expected an e-mail address".into());
+    if shared::domain::clients::Email::parse(email).is_none() {
+        fields.insert(
+            "email".into(),
+            shared::domain::clients::Email::EXPECTED.into(),
+        );
     }
     let password = req.password.unwrap_or_default();
     if let Some(problem) = password_problem(&password) {
@@ -147,12 +154,13 @@ async fn fetch_user(app: &AppState, id: Uuid) -> Result<UserRow, ApiError> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UserPatch {
+    #[schema(value_type = Option<Role>)]
     role: Option<String>,
     /// `false` deactivates: the user's tokens stop working at once (also after a later
     /// reactivation: they log in again).
     active: Option<bool>,
     #[serde(default, deserialize_with = "shared::domain::nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]{3,5}$")]
     extension: Option<Option<String>>,
 }
 

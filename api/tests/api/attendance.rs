@@ -51,7 +51,7 @@ async fn centre(app: &TestApp) -> Centre {
         app,
         &token,
         "/api/subscription-plans",
-        json!({"name": "8 занятий", "visits": 8, "validity_days": 30, "price": 4000, "group_ids": [group["id"]]}),
+        json!({"name": "8 занятий", "visits": 8, "validity_days": 30, "price": "4000.00", "group_ids": [group["id"]]}),
     )
     .await;
     Centre {
@@ -93,7 +93,7 @@ async fn paid_subscription(
         app,
         &c.token,
         "/api/payments",
-        json!({"invoice_id": sale["invoice"]["id"], "amount": 4000, "method": "card"}),
+        json!({"invoice_id": sale["invoice"]["id"], "amount": "4000.00", "method": "card"}),
     )
     .await;
     sale["subscription"]["id"].as_str().unwrap().into()
@@ -226,7 +226,7 @@ async fn the_subscription_ending_first_is_charged_and_invalid_ones_never(db: PgP
     let sooner = paid_subscription(&app, &c, &anna, &c.plan, 10).await;
     // Not paid (inactive) and for another group: never charged.
     let other_group = ok(&app, &c.token, "/api/groups", json!({"name": "Лепка", "teacher_id": sqlx::query_scalar::<_, Uuid>("select teacher_id from study_groups limit 1").fetch_one(&db).await.unwrap(), "capacity": 5})).await;
-    let other_plan = ok(&app, &c.token, "/api/subscription-plans", json!({"name": "Лепка 4", "visits": 4, "validity_days": 60, "price": 4000, "group_ids": [other_group["id"]]})).await;
+    let other_plan = ok(&app, &c.token, "/api/subscription-plans", json!({"name": "Лепка 4", "visits": 4, "validity_days": 60, "price": "4000.00", "group_ids": [other_group["id"]]})).await;
     let other = paid_subscription(&app, &c, &anna, other_plan["id"].as_str().unwrap(), 20).await;
     ok(&app, &c.token, "/api/subscriptions", json!({"client_id": anna, "plan_id": c.plan, "begins_on": moscow_today() - Duration::days(25)})).await;
 
@@ -269,23 +269,159 @@ async fn twenty_concurrent_marks_of_the_same_client_charge_one_visit(db: PgPool)
     app.stop().await;
 }
 
+/// A lesson of the centre's group starting `hours_from_now` hours from now.
+async fn lesson_at(app: &TestApp, c: &Centre, db: &PgPool, hours_from_now: i64) -> String {
+    let group: Uuid = sqlx::query_scalar("select id from study_groups where name = 'Живопись'")
+        .fetch_one(db)
+        .await
+        .unwrap();
+    let starts = (Utc::now() + Duration::hours(hours_from_now)).to_rfc3339();
+    let lesson = ok(
+        app,
+        &c.token,
+        "/api/lessons",
+        json!({"group_id": group, "starts_at": starts, "duration_min": 60}),
+    )
+    .await;
+    lesson["id"].as_str().unwrap().into()
+}
+
+/// A teacher marks only their own lessons, only the lesson's roster (a visitor only as
+/// `trial`), only from its start to seven days after; the office corrects at any time.
 #[sqlx::test(migrations = false)]
-async fn teachers_mark_only_their_own_lessons_and_bad_marks_are_named(db: PgPool) {
+async fn teachers_mark_their_rosters_within_the_window_and_bad_marks_are_named(db: PgPool) {
     let app = TestApp::spawn_with(db.clone(), None, api_config(&[])).await;
     let c = centre(&app).await;
     let anna = client(&app, &c, "Анна").await;
+    let bob = client(&app, &c, "Борис").await;
+    let group: Uuid = sqlx::query_scalar("select id from study_groups")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    ok(
+        &app,
+        &c.token,
+        &format!("/api/groups/{group}/members"),
+        json!({"client_id": anna, "joined_on": moscow_today() - Duration::days(30)}),
+    )
+    .await;
+    // Lessons created after the enrolment expect Anna, started or not.
+    let started = lesson_at(&app, &c, &db, -2).await;
+    let last_week = lesson_at(&app, &c, &db, -8 * 24).await;
+    let tomorrow = lesson_at(&app, &c, &db, 26).await;
+
     marked(
         &app,
         &c.teacher_token,
-        &c.lesson,
+        &started,
         json!([{"client_id": anna, "mark": "present"}]),
     )
     .await;
+    let res = mark(
+        &app,
+        &c.teacher_token,
+        &started,
+        json!([{"client_id": anna, "mark": "present"}, {"client_id": bob, "mark": "present"}]),
+    )
+    .await;
+    let e = error_body(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(
+        e["fields"]["marks[1].client_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("not on this lesson's roster"),
+        "{e}"
+    );
+    // Boris is nobody's pupil: not even as a trial visitor (the teacher would learn his name).
+    let res = mark(
+        &app,
+        &c.teacher_token,
+        &started,
+        json!([{"client_id": bob, "mark": "trial"}]),
+    )
+    .await;
+    error_body(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    // A pupil of another of her groups comes to try this one.
+    let teacher: Uuid = sqlx::query_scalar("select id from teachers")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let other_group = ok(
+        &app,
+        &c.token,
+        "/api/groups",
+        json!({"name": "Графика", "teacher_id": teacher, "capacity": 10}),
+    )
+    .await;
+    ok(
+        &app,
+        &c.token,
+        &format!(
+            "/api/groups/{}/members",
+            other_group["id"].as_str().unwrap()
+        ),
+        json!({"client_id": bob}),
+    )
+    .await;
+    let sheet = marked(
+        &app,
+        &c.teacher_token,
+        &started,
+        json!([{"client_id": bob, "mark": "trial"}]),
+    )
+    .await;
+    assert_eq!(sheet["total"], 2);
+    // A visitor the office put on the sheet: the teacher re-sends the whole sheet.
+    let carol = client(&app, &c, "Вера").await;
+    marked(
+        &app,
+        &c.token,
+        &started,
+        json!([{"client_id": carol, "mark": "free"}]),
+    )
+    .await;
+    let sheet = marked(
+        &app,
+        &c.teacher_token,
+        &started,
+        json!([{"client_id": anna, "mark": "present"}, {"client_id": bob, "mark": "trial"},
+               {"client_id": carol, "mark": "free"}]),
+    )
+    .await;
+    assert_eq!(sheet["total"], 3);
+    for (lesson, says) in [(&tomorrow, "opens at"), (&last_week, "closed at")] {
+        let res = mark(
+            &app,
+            &c.teacher_token,
+            lesson,
+            json!([{"client_id": anna, "mark": "present"}]),
+        )
+        .await;
+        let e = error_body(res, StatusCode::CONFLICT).await;
+        assert!(e["message"].as_str().unwrap().contains(says), "{e}");
+    }
+    // The office corrects any lesson, any client.
+    marked(
+        &app,
+        &c.token,
+        &last_week,
+        json!([{"client_id": anna, "mark": "present"}, {"client_id": bob, "mark": "free"}]),
+    )
+    .await;
+    // The teacher still reads last week's sheet (reading is not marking).
+    let res = app
+        .get(
+            &c.teacher_token,
+            &format!("/api/lessons/{last_week}/attendance"),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+
     let (_, stranger) = app.user("teacher").await;
     let res = mark(
         &app,
         &stranger,
-        &c.lesson,
+        &started,
         json!([{"client_id": anna, "mark": "absent"}]),
     )
     .await;
@@ -324,6 +460,6 @@ async fn teachers_mark_only_their_own_lessons_and_bad_marks_are_named(db: PgPool
         .fetch_one(&db)
         .await
         .unwrap();
-    assert_eq!(marks, 1, "rejected requests wrote nothing");
+    assert_eq!(marks, 5, "rejected requests wrote nothing");
     app.stop().await;
 }

@@ -171,7 +171,154 @@ async fn teachers_read_clients_but_cannot_write_them(db: PgPool) {
         )
         .await;
     error_body(res, StatusCode::FORBIDDEN).await;
-    assert_eq!(list(&app, &teacher, "").await["total"], 1);
+    // Vera is nobody's pupil: the teacher does not see her.
+    assert_eq!(list(&app, &teacher, "").await["total"], 0);
+    app.stop().await;
+}
+
+/// A teacher reads the clients, subscriptions and rosters of their own groups only (many
+/// clients are children): every search kind, the card, subscriptions; others are not found.
+/// Invoices are the office's.
+#[sqlx::test(migrations = false)]
+async fn teachers_read_only_their_groups_members(db: PgPool) {
+    let app = TestApp::spawn_with(db, None, api_config(&[])).await;
+    let (_, manager) = app.user("manager").await;
+    let (teacher_user, teacher) = app.user("teacher").await;
+    let mine = ok(
+        &app,
+        &manager,
+        "/api/teachers",
+        json!({"full_name": "Анна Петровна", "user_id": teacher_user}),
+    )
+    .await;
+    let other = ok(
+        &app,
+        &manager,
+        "/api/teachers",
+        json!({"full_name": "Пётр"}),
+    )
+    .await;
+    let my_group = ok(
+        &app,
+        &manager,
+        "/api/groups",
+        json!({"name": "Скрипка", "teacher_id": mine["id"], "capacity": 10}),
+    )
+    .await;
+    let other_group = ok(
+        &app,
+        &manager,
+        "/api/groups",
+        json!({"name": "Флейта", "teacher_id": other["id"], "capacity": 10}),
+    )
+    .await;
+    let pupil = created(&app, &manager, json!({"last_name": "Орлова", "first_name": "Вера", "phone": "+7 916 111-22-33", "email": "vera@example.ru"})).await;
+    let stranger = created(&app, &manager, json!({"last_name": "Орлов", "first_name": "Иван", "phone": "+7 916 111-22-44", "email": "ivan@example.ru"})).await;
+    for (group, client) in [(&my_group, &pupil), (&other_group, &stranger)] {
+        ok(
+            &app,
+            &manager,
+            &format!("/api/groups/{}/members", group["id"].as_str().unwrap()),
+            json!({"client_id": client["id"]}),
+        )
+        .await;
+    }
+    let plan = ok(&app, &manager, "/api/subscription-plans", json!({"name": "Все", "visits": 4, "validity_days": 30, "price": "1000.00", "group_ids": [my_group["id"], other_group["id"]]})).await;
+    let mut subscriptions = Vec::new();
+    for client in [&pupil, &stranger] {
+        let sale = ok(
+            &app,
+            &manager,
+            "/api/subscriptions",
+            json!({"client_id": client["id"], "plan_id": plan["id"]}),
+        )
+        .await;
+        subscriptions.push(sale["subscription"]["id"].as_str().unwrap().to_string());
+    }
+
+    for query in [
+        "",
+        "search=Орлов",
+        "search=Орл",
+        "search=916",
+        "search=9161112",
+        "search=example",
+    ] {
+        let office = list(&app, &manager, query).await;
+        let theirs = list(&app, &teacher, query).await;
+        assert_eq!(office["total"], 2, "{query}");
+        assert_eq!(theirs["total"], 1, "{query}");
+        assert_eq!(theirs["items"][0]["id"], pupil["id"], "{query}");
+    }
+    assert_eq!(list(&app, &teacher, "search=Иван").await["total"], 0);
+    let card = |c: &Value| format!("/api/clients/{}", c["id"].as_str().unwrap());
+    assert_eq!(
+        app.get(&teacher, &card(&pupil)).await.status(),
+        StatusCode::OK
+    );
+    error_body(
+        app.get(&teacher, &card(&stranger)).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+
+    let subs: Value = app
+        .get(&teacher, "/api/subscriptions")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(subs["total"], 1);
+    assert_eq!(subs["items"][0]["id"], subscriptions[0]);
+    let subs: Value = app
+        .get(
+            &teacher,
+            &format!(
+                "/api/subscriptions?client_id={}",
+                stranger["id"].as_str().unwrap()
+            ),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(subs["total"], 0);
+    let office: Value = app
+        .get(&manager, "/api/subscriptions")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(office["total"], 2);
+    let sub = |id: &str| format!("/api/subscriptions/{id}");
+    assert_eq!(
+        app.get(&teacher, &sub(&subscriptions[0])).await.status(),
+        StatusCode::OK
+    );
+    error_body(
+        app.get(&teacher, &sub(&subscriptions[1])).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    error_body(
+        app.get(&teacher, "/api/invoices").await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+
+    let roster = |g: &Value| format!("/api/groups/{}/members", g["id"].as_str().unwrap());
+    let members: Value = app
+        .get(&teacher, &roster(&my_group))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(members["total"], 1);
+    error_body(
+        app.get(&teacher, &roster(&other_group)).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
     app.stop().await;
 }
 

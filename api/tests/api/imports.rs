@@ -117,20 +117,20 @@ fn order(id: i64, event_id: i64, status: &str, email: &str, phone: &str) -> Orde
         phone: Some(phone.into()),
         surname: Some("Лебедева".into()),
         name: Some("Алиса".into()),
-        amount: Some(1500.0),
+        amount: Some(shared::money::Money::from_kopecks(150_000)),
         ordered_at: Some(Utc.with_ymd_and_hms(2027, 2, 1, 12, 0, 0).unwrap()),
         tickets: vec![
             TicketRow {
                 id: id * 10,
                 number: Some(format!("{id}-1")),
                 ticket_type: Some("Взрослый".into()),
-                price_nominal: Some(750.0),
+                price_nominal: Some(shared::money::Money::from_kopecks(75_000)),
             },
             TicketRow {
                 id: id * 10 + 1,
                 number: Some(format!("{id}-2")),
                 ticket_type: Some("Детский".into()),
-                price_nominal: Some(750.0),
+                price_nominal: Some(shared::money::Money::from_kopecks(75_000)),
             },
         ],
     }

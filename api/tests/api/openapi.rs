@@ -83,3 +83,72 @@ async fn every_route_in_the_openapi_document_answers_401_without_a_token(db: PgP
     assert!(secured >= 45, "{secured} secured operations documented");
     app.stop().await;
 }
+
+/// Operation ids are unique, and each creating `POST` links to the operations on what it
+/// created (stateful clients and fuzzers follow them with real ids); every link names an
+/// operation that exists. Money is a decimal string with its pattern.
+#[sqlx::test(migrations = false)]
+async fn operations_have_unique_ids_and_creations_link_to_what_they_created(db: PgPool) {
+    let app = TestApp::spawn_with(db, None, api_config(&[])).await;
+    let doc: Value = app
+        .http
+        .get(format!("{}/api/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut ids = std::collections::HashSet::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            let id = op["operationId"].as_str().unwrap();
+            assert!(ids.insert(id.to_string()), "operation id {id} repeats");
+        }
+    }
+    let mut links = 0;
+    for item in doc["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            for answer in op["responses"].as_object().unwrap().values() {
+                for link in answer["links"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|l| l.values())
+                {
+                    let target = link["operationId"].as_str().unwrap();
+                    assert!(ids.contains(target), "link to unknown operation {target}");
+                    assert!(link["parameters"]["id"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("$response.body#/"));
+                    links += 1;
+                }
+            }
+        }
+    }
+    let client_links = doc["paths"]["/api/clients"]["post"]["responses"]["201"]["links"]
+        .as_object()
+        .unwrap();
+    for target in [
+        "get_api_clients_id",
+        "patch_api_clients_id",
+        "post_api_clients_id_archive",
+    ] {
+        assert_eq!(
+            client_links[target]["parameters"]["id"], "$response.body#/id",
+            "{target}"
+        );
+    }
+    let sale_links = doc["paths"]["/api/subscriptions"]["post"]["responses"]["201"]["links"]
+        .as_object()
+        .unwrap();
+    assert_eq!(
+        sale_links["post_api_subscriptions_id_freeze"]["parameters"]["id"],
+        "$response.body#/subscription/id"
+    );
+    assert!(links >= 30, "{links} links");
+    let money = &doc["components"]["schemas"]["Money"];
+    assert_eq!(money["type"], "string", "{money}");
+    assert!(money["pattern"].is_string(), "{money}");
+    app.stop().await;
+}

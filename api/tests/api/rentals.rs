@@ -41,6 +41,12 @@ async fn a_rental_longer_than_366_days_or_inverted_is_422_naming_the_field(db: P
     for field in ["date_to", "time_to", "contact_phone"] {
         assert!(e["fields"][field].is_string(), "{field}: {e}");
     }
+    // Times are written HH:MM, as documented (chrono alone would take `9:0`).
+    let mut sloppy = application(&room, "2027-01-01", "2027-01-01");
+    sloppy["time_from"] = json!("9:0");
+    let res = app.post(&token, "/api/rental-applications", sloppy).await;
+    let e = error_body(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(e["fields"]["time_from"], "expected HH:MM", "{e}");
     let count: i64 = sqlx::query_scalar("select count(*) from rental_applications")
         .fetch_one(&db)
         .await

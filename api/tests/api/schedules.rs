@@ -335,6 +335,8 @@ async fn oversized_or_malformed_plans_are_422_naming_the_entry_and_field(db: PgP
     let mut bad = e.clone();
     bad["weekdays"] = json!([0, 8]);
     bad["start_time"] = json!("25:00");
+    let mut sloppy = e.clone();
+    sloppy["start_time"] = json!(" 9:30");
     let mut late = e.clone();
     late["start_time"] = json!("23:00");
     late["duration_min"] = json!(90);
@@ -356,6 +358,10 @@ async fn oversized_or_malformed_plans_are_422_naming_the_entry_and_field(db: PgP
                 "entries[1].start_time",
                 "entries[2].duration_min",
             ],
+        ),
+        (
+            json!({"from": "2027-01-01", "to": "2027-01-31", "entries": [e, sloppy]}),
+            vec!["entries[1].start_time"],
         ),
         (
             json!({"from": "2027-01-01", "to": "2027-01-31", "entries": [e, missing]}),

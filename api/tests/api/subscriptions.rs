@@ -30,7 +30,7 @@ async fn plan_and_client(app: &TestApp, token: &str, validity_days: i32) -> (Str
         app,
         token,
         "/api/subscription-plans",
-        json!({"name": "Гитара 8", "visits": 8, "validity_days": validity_days, "price": 4000,
+        json!({"name": "Гитара 8", "visits": 8, "validity_days": validity_days, "price": "4000.00",
                "group_ids": [group["id"]], "max_freeze_days": 14}),
     )
     .await;
@@ -45,6 +45,115 @@ async fn plan_and_client(app: &TestApp, token: &str, validity_days: i32) -> (Str
         plan["id"].as_str().unwrap().into(),
         client["id"].as_str().unwrap().into(),
     )
+}
+
+/// Money travels as decimal strings and is never rounded: a number, a part below the kopeck,
+/// or a malformed amount is a 422 naming the field, and nothing is recorded; a free plan's
+/// sale is paid and active without a payment.
+#[sqlx::test(migrations = false)]
+async fn money_is_exact_decimal_text_and_a_free_plan_needs_no_payment(db: PgPool) {
+    let app = TestApp::spawn_with(db.clone(), None, api_config(&[])).await;
+    let (_, token) = app.user("manager").await;
+    let (plan, client) = plan_and_client(&app, &token, 30).await;
+    let sale = ok(
+        &app,
+        &token,
+        "/api/subscriptions",
+        json!({"client_id": client, "plan_id": plan}),
+    )
+    .await;
+    let invoice = sale["invoice"]["id"].clone();
+    for (amount, problem) in [
+        (json!(1500.5), "decimal string"),
+        (json!(1500), "decimal string"),
+        (json!("0.001"), "whole kopecks"),
+        (json!("100.505"), "whole kopecks"),
+        (json!("1e3"), "decimal string"),
+        (json!("1,50"), "decimal string"),
+        (json!("0"), "at least 0.01"),
+        (json!("-5"), "decimal string"),
+        (json!("007"), "decimal string"),
+        (json!("1.000"), "whole kopecks"),
+        (json!("10000000.01"), "at most 10000000.00"),
+    ] {
+        let res = app
+            .post(
+                &token,
+                "/api/payments",
+                json!({"invoice_id": invoice, "amount": amount, "method": "cash"}),
+            )
+            .await;
+        let e = error_body(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let said = e["fields"]["amount"].as_str().unwrap_or_default();
+        assert!(said.contains(problem), "{amount}: {e}");
+    }
+    let payments: i64 = sqlx::query_scalar("select count(*) from payments")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(payments, 0);
+    // Kopecks add up exactly: 0.10 + 0.20 + 3999.70 is the invoice, not 4000.0000000000005.
+    for amount in ["0.10", "0.2", "3999.70"] {
+        ok(
+            &app,
+            &token,
+            "/api/payments",
+            json!({"invoice_id": invoice, "amount": amount, "method": "cash"}),
+        )
+        .await;
+    }
+    let invoices: Value = app
+        .get(&token, &format!("/api/invoices?client_id={client}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(invoices["items"][0]["status"], "paid");
+    assert_eq!(invoices["items"][0]["paid"], "4000.00");
+
+    let res = app
+        .post(
+            &token,
+            "/api/subscription-plans",
+            json!({"name": "Дорого", "validity_days": 30, "price": 99.99,
+                   "group_ids": [uuid::Uuid::new_v4()]}),
+        )
+        .await;
+    let e = error_body(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(e["fields"]["price"].is_string(), "{e}");
+
+    let group: String = sqlx::query_scalar("select group_id::text from plan_groups limit 1")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let free = ok(
+        &app,
+        &token,
+        "/api/subscription-plans",
+        json!({"name": "Пробный", "visits": 1, "validity_days": 7, "price": "0",
+               "group_ids": [group]}),
+    )
+    .await;
+    assert_eq!(free["price"], "0.00");
+    let sale = ok(
+        &app,
+        &token,
+        "/api/subscriptions",
+        json!({"client_id": client, "plan_id": free["id"]}),
+    )
+    .await;
+    assert_eq!(sale["subscription"]["status"], "active");
+    assert_eq!(sale["invoice"]["status"], "paid");
+    assert_eq!(sale["invoice"]["amount"], "0.00");
+    let res = app
+        .post(
+            &token,
+            "/api/payments",
+            json!({"invoice_id": sale["invoice"]["id"], "amount": "0.01", "method": "cash"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    app.stop().await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -71,7 +180,7 @@ async fn a_sale_creates_its_invoice_and_paying_it_in_full_activates_the_subscrip
         &app,
         &token,
         "/api/payments",
-        json!({"invoice_id": invoice, "amount": 1500.5, "method": "cash"}),
+        json!({"invoice_id": invoice, "amount": "1500.50", "method": "cash"}),
     )
     .await;
     assert_eq!(part["invoice"]["status"], "open");
@@ -80,7 +189,7 @@ async fn a_sale_creates_its_invoice_and_paying_it_in_full_activates_the_subscrip
         .post(
             &token,
             "/api/payments",
-            json!({"invoice_id": invoice, "amount": 3000, "method": "card"}),
+            json!({"invoice_id": invoice, "amount": "3000", "method": "card"}),
         )
         .await;
     let e = error_body(res, StatusCode::UNPROCESSABLE_ENTITY).await;
@@ -89,7 +198,7 @@ async fn a_sale_creates_its_invoice_and_paying_it_in_full_activates_the_subscrip
         .post(
             &token,
             "/api/payments",
-            json!({"invoice_id": invoice, "amount": 10, "method": "barter"}),
+            json!({"invoice_id": invoice, "amount": "10", "method": "barter"}),
         )
         .await;
     let e = error_body(res, StatusCode::UNPROCESSABLE_ENTITY).await;
@@ -98,7 +207,7 @@ async fn a_sale_creates_its_invoice_and_paying_it_in_full_activates_the_subscrip
         &app,
         &token,
         "/api/payments",
-        json!({"invoice_id": invoice, "amount": 2499.5, "method": "transfer"}),
+        json!({"invoice_id": invoice, "amount": "2499.5", "method": "transfer"}),
     )
     .await;
     assert_eq!(rest["invoice"]["status"], "paid");
@@ -160,7 +269,7 @@ async fn a_freeze_never_starts_in_the_past_and_extends_the_end_date(db: PgPool) 
         &app,
         &token,
         "/api/payments",
-        json!({"invoice_id": sale["invoice"]["id"], "amount": 4000, "method": "card"}),
+        json!({"invoice_id": sale["invoice"]["id"], "amount": "4000.00", "method": "card"}),
     )
     .await;
 
@@ -229,7 +338,7 @@ async fn the_expiry_job_ends_an_expired_subscription_once_burning_its_leftovers(
             &app,
             &token,
             "/api/payments",
-            json!({"invoice_id": sale["invoice"]["id"], "amount": 4000, "method": "card"}),
+            json!({"invoice_id": sale["invoice"]["id"], "amount": "4000.00", "method": "card"}),
         )
         .await;
     }

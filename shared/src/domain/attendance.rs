@@ -54,6 +54,7 @@ pub struct MarkIn {
 pub struct RawMark {
     pub client_id: Uuid,
     /// present, absent, excused, free, trial.
+    #[cfg_attr(feature = "openapi", schema(value_type = Mark))]
     pub mark: String,
 }
 
@@ -110,17 +111,65 @@ pub struct Sheet {
     pub total: usize,
 }
 
-/// Who marks: managers and admins any lesson (`teacher_user` None), a teacher only the
-/// lessons taught by their teacher record (`teacher_user` = their user id).
+/// Who marks: managers and admins any lesson, anyone, at any time (the office corrects); a
+/// teacher (`teacher_user` = their user id) only the lessons taught by their teacher record,
+/// only the clients on the lesson's roster or already on its sheet (a visitor the office
+/// added) — a pupil of their own groups also as `trial` — and only within `window` of the
+/// lesson's start.
 #[derive(Debug, Clone, Copy)]
 pub struct Marker {
     pub user_id: Uuid,
     pub teacher_user: Option<Uuid>,
+    pub window: MarkingWindow,
+}
+
+/// When a teacher may mark a lesson: from `opens_before` before its start until
+/// `closes_after` after it (default: from the start to seven days later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkingWindow {
+    pub opens_before: chrono::Duration,
+    pub closes_after: chrono::Duration,
+}
+
+impl Default for MarkingWindow {
+    fn default() -> Self {
+        Self {
+            opens_before: chrono::Duration::zero(),
+            closes_after: chrono::Duration::days(7),
+        }
+    }
+}
+
+impl MarkingWindow {
+    /// Why a lesson starting at `starts_at` cannot be marked at `now`, if it cannot.
+    pub fn refuses(&self, starts_at: DateTime<Utc>, now: DateTime<Utc>) -> Option<String> {
+        let local = |t: DateTime<Utc>| {
+            t.with_timezone(&crate::time::MOSCOW)
+                .format("%d.%m.%Y %H:%M")
+                .to_string()
+        };
+        let opens = starts_at - self.opens_before;
+        let closes = starts_at + self.closes_after;
+        if now < opens {
+            Some(format!(
+                "marking this lesson opens at {} (Moscow time)",
+                local(opens)
+            ))
+        } else if now > closes {
+            Some(format!(
+                "marking this lesson closed at {} (Moscow time); the office can still correct it",
+                local(closes)
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 struct LessonLock {
     status: String,
     group_id: Option<Uuid>,
+    starts_at: DateTime<Utc>,
     date: NaiveDate,
     absence_charge: AbsenceCharge,
 }
@@ -166,6 +215,7 @@ async fn lesson(
     Ok(LessonLock {
         status,
         group_id,
+        starts_at,
         date: crate::time::moscow_date(starts_at),
         absence_charge: absence_charge.unwrap_or(AbsenceCharge::None),
     })
@@ -265,6 +315,41 @@ pub async fn mark(
         return Err(DomainError::Conflict(
             "the lesson is cancelled; nobody can be marked".into(),
         ));
+    }
+    if marker.teacher_user.is_some() {
+        if let Some(refusal) = marker.window.refuses(lesson.starts_at, Utc::now()) {
+            return Err(DomainError::Conflict(refusal));
+        }
+        // Who this teacher may mark: the lesson's roster, anyone already on its sheet (a
+        // visitor the office added), and — as `trial` only — a pupil of their own groups.
+        // Anyone else is refused as if unknown: a teacher learns nothing about other clients.
+        let (sheet, theirs): (Vec<Uuid>, Vec<Uuid>) = sqlx::query_as(
+            "select array(select client_id from lesson_enrolments
+                          where lesson_id = $1 and client_id = any($2)
+                          union
+                          select client_id from attendance
+                          where lesson_id = $1 and client_id = any($2)),
+                    array(select c from teacher_clients($3) c where c = any($2))",
+        )
+        .bind(id)
+        .bind(&clients)
+        .bind(marker.teacher_user)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut fields = FieldErrors::new();
+        for (i, m) in marks.iter().enumerate() {
+            let allowed = sheet.contains(&m.client_id)
+                || (m.mark == Mark::Trial && theirs.contains(&m.client_id));
+            if !allowed {
+                fields.insert(
+                    format!("marks[{i}].client_id"),
+                    "not on this lesson's roster: a visitor is marked trial (a pupil of your \
+                     groups) or added by the office"
+                        .into(),
+                );
+            }
+        }
+        check(fields)?;
     }
     // Save the marks; learn which visit each client had charged before.
     let before: Vec<(Uuid, Mark, Option<Uuid>)> = sqlx::query_as(

@@ -38,8 +38,8 @@ pub struct CallPlan {
 }
 
 /// Checks a call request: the caller has an extension, the client exists (a teacher may ring
-/// only active members of their own open groups — and learns nothing about other clients,
-/// not even whether they exist), and the number is the client's phone, or — when given — one
+/// only the clients they may read, `teacher_clients` — and learns nothing about other
+/// clients, not even whether they exist), and the number is the client's phone, or — when given — one
 /// of the client's numbers (their own or their guardian's).
 pub async fn plan(
     conn: &mut PgConnection,
@@ -60,18 +60,12 @@ pub async fn plan(
         ));
     };
     if teacher {
-        let theirs: bool = sqlx::query_scalar(
-            "select exists (
-                 select 1 from group_members m
-                 join study_groups g on g.id = m.group_id
-                 join teachers t on t.id = g.teacher_id
-                 where m.client_id = $1 and t.user_id = $2 and m.status = 'active'
-                   and g.status = 'open')",
-        )
-        .bind(client_id)
-        .bind(user_id)
-        .fetch_one(&mut *conn)
-        .await?;
+        let theirs: bool =
+            sqlx::query_scalar("select exists (select 1 from teacher_clients($2) c where c = $1)")
+                .bind(client_id)
+                .bind(user_id)
+                .fetch_one(&mut *conn)
+                .await?;
         if !theirs {
             return Err(DomainError::Forbidden);
         }

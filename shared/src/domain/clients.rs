@@ -316,11 +316,13 @@ pub async fn archive(db: impl PgExecutor<'_>, id: Uuid) -> Result<ClientRow, Dom
 }
 
 /// What a client list shows.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ListFilter {
     /// Free text: see [`Search`].
     pub search: Option<String>,
     pub archived: bool,
+    /// A teacher sees only the clients of their groups.
+    pub reader: super::Reader,
 }
 
 /// Longest accepted search text.
@@ -343,11 +345,15 @@ pub async fn list(
         ));
     }
     let search = filter.search.as_deref().and_then(Search::plan);
-    let sql = search::list_sql(search.as_ref());
+    let sql = search::list_sql(search.as_ref(), filter.reader.teacher().is_some());
     let query = sqlx::query(sql).bind(filter.archived);
     let query = match search {
         None => query,
         Some(s) => s.bind(query),
+    };
+    let query = match filter.reader.teacher() {
+        None => query,
+        Some(user) => query.bind(user),
     };
     Ok(page::fetch(db, query, page).await?)
 }

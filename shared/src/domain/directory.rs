@@ -39,13 +39,65 @@ const TEACHER: &str = "t.id, t.user_id, t.full_name, t.phone, t.email, t.active,
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TeacherPatch {
+    // The patterns state what `check` accepts: a name with something besides whitespace (as
+    // `str::trim` reads it) and no NUL; a phone as `Phone::parse` reads it (E.164, or a Russian
+    // number as written locally, with spaces, dashes and brackets); an e-mail as `Email::parse`
+    // reads it, in printable ASCII.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+        )
+    )]
     pub full_name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            value_type = Option<String>,
+            pattern = r"^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:(\+[-+() ]*([1-689]([-+() ]*[0-9]){7,14}|7([-+() ]*[0-9]){10})|([-()][-+() ]*)?([78]([-+() ]*[0-9]){10}|[0-9]([-+() ]*[0-9]){9}))[-+() ]*)[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+        )
+    )]
     pub phone: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            value_type = Option<String>,
+            max_length = 254,
+            pattern = r"^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:[\x21-\x3f\x41-\x7e]+@[\x21-\x2d\x2f-\x3f\x41-\x7e][\x21-\x3f\x41-\x7e]*\.[\x21-\x3f\x41-\x7e]*[\x21-\x2d\x2f-\x3f\x41-\x7e])[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+        )
+    )]
     pub email: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     pub user_id: Option<Option<Uuid>>,
+    pub active: Option<bool>,
+}
+
+/// The body of `POST /api/teachers` as documented: a [`TeacherPatch`] reads it (so every
+/// missing field is named at once), this states what a new teacher requires.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTeacher {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
+    pub full_name: String,
+    #[schema(
+        pattern = r"^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:(\+[-+() ]*([1-689]([-+() ]*[0-9]){7,14}|7([-+() ]*[0-9]){10})|([-()][-+() ]*)?([78]([-+() ]*[0-9]){10}|[0-9]([-+() ]*[0-9]){9}))[-+() ]*)[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
+    pub phone: Option<String>,
+    #[schema(
+        max_length = 254,
+        pattern = r"^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:[\x21-\x3f\x41-\x7e]+@[\x21-\x2d\x2f-\x3f\x41-\x7e][\x21-\x3f\x41-\x7e]*\.[\x21-\x3f\x41-\x7e]*[\x21-\x2d\x2f-\x3f\x41-\x7e])[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
+    pub email: Option<String>,
+    pub user_id: Option<Uuid>,
     pub active: Option<bool>,
 }
 
@@ -200,9 +252,39 @@ const ROOM: &str = "r.id, r.name, r.capacity, r.status, r.created_at, r.updated_
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RoomPatch {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 100,
+            pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+        )
+    )]
     pub name: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000))]
     pub capacity: Option<i32>,
     pub status: Option<RoomStatus>,
+}
+
+/// The body of `POST /api/rooms` as documented (a [`RoomPatch`] reads it).
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRoom {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
+    pub name: String,
+    #[schema(minimum = 1, maximum = 10_000)]
+    pub capacity: i32,
+    pub status: Option<RoomStatus>,
+}
+
+crate::text_enum! {
+    /// Which rooms a list shows.
+    pub enum RoomFilter { Active = "active", Archived = "archived", All = "all" }
 }
 
 impl RoomPatch {

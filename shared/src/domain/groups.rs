@@ -56,12 +56,44 @@ const GROUP: &str = "g.id, g.name, g.teacher_id, g.room_id, g.capacity, g.status
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GroupPatch {
+    // The name's pattern: not blank, no NUL (as on `directory::TeacherPatch`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+        )
+    )]
     pub name: Option<String>,
     pub teacher_id: Option<Uuid>,
     #[serde(default, deserialize_with = "nullable")]
     pub room_id: Option<Option<Uuid>>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub capacity: Option<i32>,
     pub status: Option<GroupStatus>,
+    pub absence_charge: Option<AbsenceCharge>,
+}
+
+/// The body of `POST /api/groups` as documented: a [`GroupPatch`] reads it (so every missing
+/// field is named at once), this states what a new group requires.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewGroup {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
+    pub name: String,
+    pub teacher_id: Uuid,
+    pub room_id: Option<Uuid>,
+    #[schema(minimum = 1, maximum = 1000)]
+    pub capacity: i32,
+    /// Default `open`.
+    pub status: Option<GroupStatus>,
+    /// Default `none`.
     pub absence_charge: Option<AbsenceCharge>,
 }
 

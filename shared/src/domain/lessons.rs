@@ -107,12 +107,18 @@ pub async fn clash_error(conn: &mut PgConnection, error: sqlx::Error, slot: Slot
 pub struct NewLesson {
     pub group_id: Uuid,
     pub starts_at: DateTime<FixedOffset>,
+    /// After `starts_at`, at most 12 hours later; give this or `duration_min`.
     pub ends_at: Option<DateTime<FixedOffset>>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 720))]
     pub duration_min: Option<i64>,
     /// Default: the group's room.
     pub room_id: Option<Uuid>,
     /// Default: the group's teacher.
     pub teacher_id: Option<Uuid>,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 500, pattern = r"^[^\u0000]*$")
+    )]
     pub topic: Option<String>,
 }
 
@@ -255,10 +261,16 @@ pub async fn create(
 #[serde(deny_unknown_fields)]
 pub struct Move {
     pub starts_at: Option<DateTime<FixedOffset>>,
+    /// After `starts_at`, at most 12 hours later; not together with `duration_min`.
     pub ends_at: Option<DateTime<FixedOffset>>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 720))]
     pub duration_min: Option<i64>,
     pub room_id: Option<Uuid>,
     pub teacher_id: Option<Uuid>,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 500, pattern = r"^[^\u0000]*$")
+    )]
     pub topic: Option<String>,
 }
 

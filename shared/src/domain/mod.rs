@@ -21,6 +21,65 @@ pub mod timepad;
 
 pub use page::{Page, PageRequest};
 
+/// Who reads the records of clients (many of them children): the office reads every client;
+/// a teacher only the current members of the groups they teach (SQL `teacher_clients(user)`),
+/// and another client is "not found" to them — not even its existence shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    Office,
+    /// A teacher, by their user id.
+    Teacher(uuid::Uuid),
+}
+
+impl Reader {
+    /// The teacher's user id (for `$n::uuid is null or … teacher_clients($n)`), `None` for
+    /// the office.
+    pub fn teacher(self) -> Option<uuid::Uuid> {
+        match self {
+            Self::Office => None,
+            Self::Teacher(user) => Some(user),
+        }
+    }
+
+    /// Whether this reader may see client `client`.
+    pub async fn sees_client(
+        self,
+        db: impl sqlx::PgExecutor<'_>,
+        client: uuid::Uuid,
+    ) -> Result<bool, DomainError> {
+        let Self::Teacher(user) = self else {
+            return Ok(true);
+        };
+        Ok(
+            sqlx::query_scalar("select exists (select 1 from teacher_clients($1) c where c = $2)")
+                .bind(user)
+                .bind(client)
+                .fetch_one(db)
+                .await?,
+        )
+    }
+
+    /// Whether this reader may see the current roster of group `group` (a teacher: a group
+    /// they teach that is not archived — the groups `teacher_clients` covers).
+    pub async fn sees_group(
+        self,
+        db: impl sqlx::PgExecutor<'_>,
+        group: uuid::Uuid,
+    ) -> Result<bool, DomainError> {
+        let Self::Teacher(user) = self else {
+            return Ok(true);
+        };
+        Ok(sqlx::query_scalar(
+            "select exists (select 1 from study_groups g join teachers t on t.id = g.teacher_id
+                            where g.id = $1 and t.user_id = $2 and g.status <> 'archived')",
+        )
+        .bind(group)
+        .bind(user)
+        .fetch_one(db)
+        .await?)
+    }
+}
+
 /// Field name → what is wrong with it.
 pub type FieldErrors = BTreeMap<String, String>;
 
@@ -86,10 +145,10 @@ pub fn check(fields: FieldErrors) -> Result<(), DomainError> {
 
 /// Trimmed non-empty text of at most `max` characters, else the problem under `field`.
 pub fn check_text(fields: &mut FieldErrors, field: &str, value: &str, max: usize) {
-    let n = value.trim().chars().count();
-    if n == 0 {
+    // The length as sent (spaces included): what the OpenAPI schema's maxLength states.
+    if value.trim().is_empty() {
         fields.insert(field.into(), "required".into());
-    } else if n > max {
+    } else if value.chars().count() > max {
         fields.insert(field.into(), format!("at most {max} characters"));
     }
 }

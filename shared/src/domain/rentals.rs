@@ -49,17 +49,69 @@ const APPLICATION: &str = "a.id, a.organisation, a.contact_name, a.contact_phone
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewApplication {
+    // The patterns state what `check` accepts, as for a teacher (`directory::TeacherPatch`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 300,
+            pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+        )
+    )]
     pub organisation: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+        )
+    )]
     pub contact_name: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:(\+[-+() ]*([1-689]([-+() ]*[0-9]){7,14}|7([-+() ]*[0-9]){10})|([-()][-+() ]*)?([78]([-+() ]*[0-9]){10}|[0-9]([-+() ]*[0-9]){9}))[-+() ]*)[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+        )
+    )]
     pub contact_phone: Option<String>,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 254,
+            pattern = r"^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:[\x21-\x3f\x41-\x7e]+@[\x21-\x2d\x2f-\x3f\x41-\x7e][\x21-\x3f\x41-\x7e]*\.[\x21-\x3f\x41-\x7e]*[\x21-\x2d\x2f-\x3f\x41-\x7e])[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+        )
+    )]
     pub contact_email: Option<String>,
     pub room_id: Uuid,
     pub date_from: NaiveDate,
+    /// Not before `date_from`; a rental lasts at most 366 days.
     pub date_to: NaiveDate,
     /// "HH:MM", Moscow time.
+    #[serde(deserialize_with = "hh_mm")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    )]
     pub time_from: NaiveTime,
+    /// "HH:MM", Moscow time, after `time_from`.
+    #[serde(deserialize_with = "hh_mm")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    )]
     pub time_to: NaiveTime,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 2000, pattern = r"^[^\u0000]*$")
+    )]
     pub comment: Option<String>,
+}
+
+/// A time of day exactly as documented, `HH:MM`.
+fn hh_mm<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NaiveTime, D::Error> {
+    let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    super::scheduling::parse_hh_mm(&s).ok_or_else(|| serde::de::Error::custom("expected HH:MM"))
 }
 
 impl NewApplication {

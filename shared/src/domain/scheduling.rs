@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::{roster, DomainError};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Any clash: nothing is written, every clash is listed.
@@ -40,6 +41,17 @@ pub struct PlanEntry {
     pub duration_min: u16,
     pub room_id: Uuid,
     pub teacher_id: Uuid,
+}
+
+/// A wall-clock time written `HH:MM`: two digits each, nothing around them (chrono alone
+/// would also take `9:0` or ` 09:00`, which the documented pattern does not).
+pub fn parse_hh_mm(s: &str) -> Option<NaiveTime> {
+    let b = s.as_bytes();
+    let shaped =
+        b.len() == 5 && b[2] == b':' && [0, 1, 3, 4].iter().all(|&i| b[i].is_ascii_digit());
+    shaped
+        .then(|| NaiveTime::parse_from_str(s, "%H:%M").ok())
+        .flatten()
 }
 
 /// A clash: `entry` (index in the plan) at `starts_at` against an existing lesson or rental

@@ -1,10 +1,13 @@
 //! Season tickets: plans, the sale of a subscription (with its invoice, in one statement),
 //! payments (an invoice paid in full activates its subscription), freezes, the daily end of
-//! expired subscriptions, and reads. Money is `numeric(12,2)`, shown as strings (`"4000.00"`).
+//! expired subscriptions, and reads. Money is `numeric(12,2)`, in and out as strings
+//! (`"4000.00"`, [`Money`]); a free plan's sale is paid and active at once.
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Acquire, PgExecutor, Postgres};
 use uuid::Uuid;
+
+use crate::money::Money;
 
 use super::{
     check, check_text,
@@ -22,14 +25,27 @@ crate::text_enum! {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewPlan {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+        )
+    )]
     pub name: String,
     /// Null or absent: unlimited visits.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 365))]
     pub visits: Option<i32>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 730))]
     pub validity_days: i32,
-    /// In roubles, e.g. 4500.
-    pub price: f64,
+    /// Roubles, e.g. "4500.00"; "0" for a free plan (its sale needs no payment).
+    pub price: Money,
+    /// The groups the plan pays for (each must exist).
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
     pub group_ids: Vec<Uuid>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 365))]
     pub max_freeze_days: i32,
 }
 
@@ -58,8 +74,8 @@ pub async fn create_plan(db: impl PgExecutor<'_>, req: &NewPlan) -> Result<Plan,
     if !(1..=730).contains(&req.validity_days) {
         fields.insert("validity_days".into(), "between 1 and 730".into());
     }
-    if !(0.0..=10_000_000.0).contains(&req.price) || !req.price.is_finite() {
-        fields.insert("price".into(), "between 0 and 10000000".into());
+    if !(Money::ZERO..=crate::money::MAX).contains(&req.price) {
+        fields.insert("price".into(), "between 0 and 10000000.00".into());
     }
     if req.group_ids.is_empty() || req.group_ids.len() > 1000 {
         fields.insert("group_ids".into(), "between 1 and 1000 groups".into());
@@ -71,7 +87,7 @@ pub async fn create_plan(db: impl PgExecutor<'_>, req: &NewPlan) -> Result<Plan,
     sqlx::query_as(
         "with p as (
              insert into subscription_plans (name, visits, validity_days, price, max_freeze_days)
-             values ($1, $2, $3, round($4::numeric, 2), $5) returning *
+             values ($1, $2, $3, $4::bigint / 100.0, $5) returning *
          ), g as (
              insert into plan_groups (plan_id, group_id)
              select p.id, g from p, unnest($6::uuid[]) as g on conflict do nothing
@@ -83,7 +99,7 @@ pub async fn create_plan(db: impl PgExecutor<'_>, req: &NewPlan) -> Result<Plan,
     .bind(req.name.trim())
     .bind(req.visits)
     .bind(req.validity_days)
-    .bind(req.price)
+    .bind(req.price.kopecks())
     .bind(req.max_freeze_days)
     .bind(&req.group_ids)
     .fetch_one(db)
@@ -173,7 +189,8 @@ struct SaleRow {
 }
 
 /// Sells a subscription from `begins_on` (at most a month back): the subscription (inactive
-/// until paid) and its invoice, in one statement.
+/// until paid, unless the plan is free) and its invoice, in one statement. A free plan's invoice (0.00) is paid at once
+/// and its subscription active: there is nothing to pay, so nothing to wait for.
 pub async fn sell(
     db: impl PgExecutor<'_>,
     client_id: Uuid,
@@ -189,12 +206,18 @@ pub async fn sell(
     let row: Option<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "with p as (select * from subscription_plans where id = $2 and active),
          s as (
-             insert into subscriptions (client_id, plan_id, visits_total, begins_on, ends_on, price)
-             select $1, p.id, p.visits, $3, $3 + p.validity_days - 1, p.price from p
+             insert into subscriptions
+                 (client_id, plan_id, visits_total, begins_on, ends_on, price, status)
+             select $1, p.id, p.visits, $3, $3 + p.validity_days - 1, p.price,
+                    case when p.price = 0 then 'active' else 'inactive' end
+             from p
              returning *
          ), i as (
-             insert into invoices (client_id, subscription_id, amount)
-             select s.client_id, s.id, s.price from s
+             insert into invoices (client_id, subscription_id, amount, status, paid_at)
+             select s.client_id, s.id, s.price,
+                    case when s.price = 0 then 'paid' else 'open' end,
+                    case when s.price = 0 then now() end
+             from s
              returning id, amount::text as amount, status
          )
          select {SUBSCRIPTION}, i.id as invoice_id, i.amount as invoice_amount,
@@ -237,21 +260,25 @@ pub async fn fetch(db: impl PgExecutor<'_>, id: Uuid) -> Result<Subscription, Do
     .ok_or(DomainError::NotFound)
 }
 
-/// Subscriptions (of one client, or all), latest ending first.
+/// Subscriptions (of one client, or all that `reader` may see), latest ending first.
 pub async fn list(
     db: impl PgExecutor<'_>,
     client_id: Option<Uuid>,
+    reader: super::Reader,
     page: PageRequest,
 ) -> Result<Page<Subscription>, DomainError> {
     let query = sqlx::query(page::page_sql(
-        "select * from subscriptions where $1::uuid is null or client_id = $1",
+        "select * from subscriptions
+         where ($1::uuid is null or client_id = $1)
+           and ($2::uuid is null or client_id in (select * from teacher_clients($2)))",
         Cte::Inline,
         "s",
         SUBSCRIPTION,
         "s.ends_on desc, s.id",
-        2,
+        3,
     ))
-    .bind(client_id);
+    .bind(client_id)
+    .bind(reader.teacher());
     Ok(page::fetch(db, query, page).await?)
 }
 
@@ -401,7 +428,7 @@ pub async fn notices(
 pub async fn payment_notice(
     db: impl PgExecutor<'_>,
     payment: &Payment,
-    amount: f64,
+    amount: Money,
 ) -> Result<Vec<super::notifications::NewNotice>, DomainError> {
     use super::notifications::{NewNotice, Recipient, Template};
     let client: Uuid = sqlx::query_scalar("select client_id from invoices where id = $1")
@@ -414,7 +441,7 @@ pub async fn payment_notice(
         template: Template::PaymentReceived,
         params: serde_json::json!({
             "payment_id": payment.payment_id,
-            "amount": format!("{amount:.2}"),
+            "amount": amount.to_string(),
             "invoice_status": payment.invoice.status,
         }),
         dedup_key: format!("payment:{}", payment.payment_id),
@@ -464,7 +491,17 @@ pub async fn invoices(
 #[serde(deny_unknown_fields)]
 pub struct NewPayment {
     pub invoice_id: Uuid,
-    pub amount: f64,
+    /// Roubles, e.g. "1500.50": at least a kopeck, at most what is left to pay.
+    #[cfg_attr(
+        feature = "openapi",
+        // A field of a `$ref` type drops its own pattern (utoipa 5.5), hence the string.
+        schema(
+            value_type = String,
+            max_length = 11,
+            pattern = r"^(0\.(0[1-9]|[1-9][0-9]?)|[1-9][0-9]{0,6}(\.[0-9]{1,2})?|10000000(\.00?)?)$"
+        )
+    )]
+    pub amount: Money,
     pub method: PaymentMethod,
 }
 
@@ -493,23 +530,25 @@ pub async fn pay(
     req: &NewPayment,
     by: Uuid,
 ) -> Result<Payment, DomainError> {
-    if !(req.amount > 0.0 && req.amount <= 10_000_000.0) {
-        return Err(DomainError::field("amount", "a positive amount"));
+    if req.amount <= Money::ZERO {
+        return Err(DomainError::field("amount", "at least 0.01"));
     }
     let mut tx = db.begin().await?;
     // The invoice row is locked first; the sum of its payments is read by a later statement,
     // whose snapshot sees every payment committed before the lock was granted (a subquery of
     // the locking statement would use the older snapshot and let two payments overpay).
-    let invoice: Option<(String, f64)> =
-        sqlx::query_as("select status, amount::float8 from invoices where id = $1 for update")
-            .bind(req.invoice_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let invoice: Option<(String, i64)> = sqlx::query_as(
+        "select status, (amount * 100)::bigint from invoices where id = $1 for update",
+    )
+    .bind(req.invoice_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some((status, amount)) = invoice else {
         return Err(DomainError::field("invoice_id", "no such invoice"));
     };
-    let paid: f64 = sqlx::query_scalar(
-        "select coalesce(sum(amount), 0)::float8 from payments where invoice_id = $1",
+    let amount = Money::from_kopecks(amount);
+    let paid: i64 = sqlx::query_scalar(
+        "select (coalesce(sum(amount), 0) * 100)::bigint from payments where invoice_id = $1",
     )
     .bind(req.invoice_id)
     .fetch_one(&mut *tx)
@@ -517,19 +556,16 @@ pub async fn pay(
     if status != "open" {
         return Err(DomainError::Conflict(format!("the invoice is {status}")));
     }
-    let amount_cents = (amount * 100.0).round() as i64;
-    let paid_cents = (paid * 100.0).round() as i64;
-    let pay_cents = (req.amount * 100.0).round() as i64;
-    if paid_cents + pay_cents > amount_cents {
+    let paid = Money::from_kopecks(paid);
+    let left = amount.checked_sub(paid).unwrap_or(Money::ZERO);
+    if req.amount > left {
         return Err(DomainError::field(
             "amount",
-            format!(
-                "more than the {:.2} left to pay",
-                (amount_cents - paid_cents) as f64 / 100.0
-            ),
+            format!("more than the {left} left to pay"),
         ));
     }
-    let full = paid_cents + pay_cents == amount_cents;
+    let paid_after = paid.checked_add(req.amount).unwrap_or(amount);
+    let full = paid_after == amount;
     let (payment_id, id, status, amount, paid, activated): (
         Uuid,
         Uuid,
@@ -540,7 +576,7 @@ pub async fn pay(
     ) = sqlx::query_as(
         "with p as (
              insert into payments (invoice_id, amount, method, created_by)
-             values ($1, $2::numeric / 100, $3, $4) returning id
+             values ($1, $2::bigint / 100.0, $3, $4) returning id
          ), i as (
              update invoices set status = case when $5 then 'paid' else status end,
                  paid_at = case when $5 then now() else paid_at end
@@ -552,15 +588,15 @@ pub async fn pay(
              returning id
          )
          select (select id from p), i.id, i.status, i.amount,
-                (($6::numeric) / 100)::numeric(12, 2)::text, (select id from s)
+                ($6::bigint / 100.0)::numeric(12, 2)::text, (select id from s)
          from i",
     )
     .bind(req.invoice_id)
-    .bind(pay_cents)
+    .bind(req.amount.kopecks())
     .bind(req.method)
     .bind(by)
     .bind(full)
-    .bind(paid_cents + pay_cents)
+    .bind(paid_after.kopecks())
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

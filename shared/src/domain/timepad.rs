@@ -73,7 +73,7 @@ pub struct TicketRow {
     pub id: i64,
     pub number: Option<String>,
     pub ticket_type: Option<String>,
-    pub price_nominal: Option<f64>,
+    pub price_nominal: Option<crate::money::Money>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,7 +87,7 @@ pub struct OrderRow {
     pub phone: Option<String>,
     pub surname: Option<String>,
     pub name: Option<String>,
-    pub amount: Option<f64>,
+    pub amount: Option<crate::money::Money>,
     pub ordered_at: Option<DateTime<Utc>>,
     pub tickets: Vec<TicketRow>,
 }
@@ -136,23 +136,37 @@ pub struct OrdersWritten {
 /// the arrays `$1..$11`.
 /// The hash covers every stored field (a JSON array: a null is not an empty string, and a
 /// value moving between fields changes it) and the order's tickets (`$12`, their fields).
+/// Amounts enter the hash as they did when they were floats (`amount::float8`, and
+/// [`ticket_digest`]): the stored hashes stay valid, so an upgrade does not make every order
+/// look changed and re-match its buyer. Only the change detector sees that form; the amounts
+/// stored are exact.
 const ORDERS_INPUT: &str = "
     select id, event_id, status, status_title, email, phone, surname, name, amount, ordered_at,
            tickets,
            md5(jsonb_build_array(event_id, status, status_title, email, phone, surname, name,
-                                 amount, ordered_at, tickets, ticket_digest)::text) as hash
-    from unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::text[], $8::text[], $9::float8[], $10::timestamptz[], $11::int[],
-                $12::text[])
-         as t(id, event_id, status, status_title, email, phone, surname, name, amount,
-              ordered_at, tickets, ticket_digest)";
+                                 amount::float8, ordered_at, tickets, ticket_digest)::text)
+               as hash
+    from (select id, event_id, status, status_title, email, phone, surname, name,
+                 (kopecks / 100.0)::numeric(12, 2) as amount, ordered_at, tickets, ticket_digest
+          from unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                      $6::text[], $7::text[], $8::text[], $9::bigint[], $10::timestamptz[],
+                      $11::int[], $12::text[])
+               as t(id, event_id, status, status_title, email, phone, surname, name, kopecks,
+                    ordered_at, tickets, ticket_digest)) t";
 
-/// An order's tickets as one text, for its hash.
+/// An order's tickets as one text, for its hash, in the form it had when prices were floats
+/// (`500.0`; see [`ORDERS_INPUT`]): a change detector, not arithmetic on money.
 fn ticket_digest(order: &OrderRow) -> String {
+    let as_before = |m: crate::money::Money| m.kopecks() as f64 / 100.0;
     serde_json::json!(order
         .tickets
         .iter()
-        .map(|t| (t.id, &t.number, &t.ticket_type, t.price_nominal))
+        .map(|t| (
+            t.id,
+            &t.number,
+            &t.ticket_type,
+            t.price_nominal.map(as_before)
+        ))
         .collect::<Vec<_>>())
     .to_string()
 }
@@ -190,7 +204,12 @@ fn bind_orders<'q>(
                 .collect::<Vec<_>>(),
         )
         .bind(orders.iter().map(|o| o.name.as_deref()).collect::<Vec<_>>())
-        .bind(orders.iter().map(|o| o.amount).collect::<Vec<_>>())
+        .bind(
+            orders
+                .iter()
+                .map(|o| o.amount.map(crate::money::Money::kopecks))
+                .collect::<Vec<_>>(),
+        )
         .bind(orders.iter().map(|o| o.ordered_at).collect::<Vec<_>>())
         .bind(
             orders
@@ -300,8 +319,9 @@ pub async fn upsert_orders(
                  returning id, (xmax = 0) as inserted
              ), tickets as (
                  insert into timepad_tickets (id, order_id, number, ticket_type, price_nominal)
-                 select * from unnest($16::bigint[], $17::bigint[], $18::text[], $19::text[],
-                                      $20::float8[])
+                 select id, order_id, number, ticket_type, kopecks / 100.0
+                 from unnest($16::bigint[], $17::bigint[], $18::text[], $19::text[],
+                             $20::bigint[]) as t(id, order_id, number, ticket_type, kopecks)
                  on conflict (id) do update
                  set order_id = excluded.order_id, number = excluded.number,
                      ticket_type = excluded.ticket_type, price_nominal = excluded.price_nominal
@@ -337,7 +357,7 @@ pub async fn upsert_orders(
     .bind(
         tickets
             .iter()
-            .map(|t| t.1.price_nominal)
+            .map(|t| t.1.price_nominal.map(crate::money::Money::kopecks))
             .collect::<Vec<_>>(),
     )
     .fetch_all(&mut *conn)

@@ -142,10 +142,10 @@ pub fn clean_text(raw: &str, max: usize) -> Option<String> {
     (!trimmed.is_empty()).then(|| trimmed.chars().take(max).collect())
 }
 
-/// A provider's amount of money that fits `numeric(12, 2)`; else `None` (and logged by the
-/// caller): a stray value must not fail the page that carries it.
-pub fn money(v: Option<f64>) -> Option<f64> {
-    v.filter(|x| x.is_finite() && x.abs() < 1e9)
+/// A provider's amount of money (its JSON text, read exactly) that fits `numeric(12, 2)`; else
+/// `None` (logged by the caller): a stray value must not fail the page that carries it.
+pub fn money(raw: Option<&serde_json::value::RawValue>) -> Option<shared::money::Money> {
+    raw.and_then(|raw| shared::money::Money::from_service_text(raw.get()))
 }
 
 /// The error of a job whose provider is not configured.
@@ -273,8 +273,19 @@ mod tests {
         assert_eq!(clean_text("a\nb\tc", 10), Some("a\nb\tc".into()));
         assert_eq!(clean_text("\u{0} ", 10), None);
         assert_eq!(clean_text("Ёлочка", 3), Some("Ёло".into()));
-        assert_eq!(money(Some(1500.5)), Some(1500.5));
-        assert_eq!(money(Some(1e10)), None);
-        assert_eq!(money(Some(f64::NAN)), None);
+    }
+
+    #[test]
+    fn provider_money_is_read_from_its_json_text() {
+        let read = |json: &str| {
+            let raw: Box<serde_json::value::RawValue> =
+                serde_json::from_str(json).expect("valid JSON");
+            money(Some(&raw)).map(shared::money::Money::kopecks)
+        };
+        assert_eq!(read("1500.5"), Some(150_050));
+        assert_eq!(read("\"700\""), Some(70_000));
+        assert_eq!(read("1e10"), None);
+        assert_eq!(read("10000000000"), None);
+        assert_eq!(read("{}"), None);
     }
 }

@@ -103,7 +103,8 @@ pub struct Status {
 
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct Payment {
-    pub amount: Option<f64>,
+    /// Roubles as Timepad wrote them; read exactly by `clients::money`.
+    pub amount: Option<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -115,7 +116,7 @@ pub struct TicketType {
 pub struct Ticket {
     pub id: i64,
     pub number: Option<String>,
-    pub price_nominal: Option<f64>,
+    pub price_nominal: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     pub ticket_type: Option<TicketType>,
 }

@@ -92,6 +92,27 @@ fn event_row(e: &Event) -> EventRow {
     }
 }
 
+/// An amount of order `order`, or `None` — logged when Timepad sent something that is not a
+/// plain decimal (an exponent, an object): the order is still imported, without the amount.
+fn logged_money(
+    order: i64,
+    field: &str,
+    raw: Option<&serde_json::value::RawValue>,
+) -> Option<shared::money::Money> {
+    let amount = money(raw);
+    if let (None, Some(raw)) = (amount, raw) {
+        if raw.get() != "null" {
+            tracing::warn!(
+                order.id = order,
+                field,
+                raw = raw.get(),
+                "a Timepad amount that is not a plain decimal was left empty"
+            );
+        }
+    }
+    amount
+}
+
 fn order_row(event_id: i64, o: &Order) -> OrderRow {
     let text = |v: Option<&str>| v.and_then(|s| clean_text(s, 500));
     OrderRow {
@@ -103,7 +124,11 @@ fn order_row(event_id: i64, o: &Order) -> OrderRow {
         phone: text(o.answer("phone")),
         surname: text(o.answer("surname")),
         name: text(o.answer("name")),
-        amount: money(o.payment.as_ref().and_then(|p| p.amount)),
+        amount: logged_money(
+            o.id,
+            "amount",
+            o.payment.as_ref().and_then(|p| p.amount.as_deref()),
+        ),
         ordered_at: o.created_at.map(|t| t.with_timezone(&Utc)),
         tickets: o
             .tickets
@@ -112,7 +137,7 @@ fn order_row(event_id: i64, o: &Order) -> OrderRow {
                 id: t.id,
                 number: text(t.number.as_deref()),
                 ticket_type: text(t.ticket_type.as_ref().and_then(|tt| tt.name.as_deref())),
-                price_nominal: money(t.price_nominal),
+                price_nominal: logged_money(o.id, "price_nominal", t.price_nominal.as_deref()),
             })
             .collect(),
     }

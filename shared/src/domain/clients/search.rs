@@ -121,24 +121,42 @@ impl Search {
     }
 }
 
-/// The list statements, one per kind of search (each a static text, so its prepared plan is
-/// reused). `$1` is the `archived` flag; limit and offset come last.
-pub(super) fn list_sql(search: Option<&Search>) -> sqlx::AssertSqlSafe<String> {
-    const VISIBLE: &str = "($1 or c.archived_at is null)";
+/// The list statements, one per kind of search and reader (each a static text, so its
+/// prepared plan is reused). `$1` is the `archived` flag, then the search's parameters, then —
+/// for a teacher — their user id; limit and offset come last.
+pub(super) fn list_sql(search: Option<&Search>, scoped: bool) -> sqlx::AssertSqlSafe<String> {
     const ORDER: &str = "c.name_key, c.id";
+    let search_params = match search {
+        None => 0,
+        Some(Search::Phone { .. }) => 6,
+        Some(Search::Text { .. }) => 1,
+        Some(Search::Name { .. }) => 3,
+    };
+    let mut next = 2 + search_params;
+    // A teacher's clients (a few dozen) are read through the function, which the planner
+    // inlines; the office's statements carry no scope at all.
+    let visible = if scoped {
+        let clause = format!(
+            "($1 or c.archived_at is null) and c.id in (select * from teacher_clients(${next}))"
+        );
+        next += 1;
+        clause
+    } else {
+        "($1 or c.archived_at is null)".to_string()
+    };
     match search {
         None => page_sql(
-            &format!("select * from clients c where {VISIBLE}"),
+            &format!("select * from clients c where {visible}"),
             Cte::Inline,
             "c",
             COLUMNS,
             ORDER,
-            2,
+            next,
         ),
         Some(Search::Phone { .. }) => page_sql(
             &format!(
                 "select * from clients c
-                 where {VISIBLE}
+                 where {visible}
                    and (substr(c.phone, 2) collate \"C\" >= $2 and substr(c.phone, 2) collate \"C\" < $3
                      or substr(c.phone, 2) collate \"C\" >= $4 and substr(c.phone, 2) collate \"C\" < $5
                      or reverse(c.phone) collate \"C\" >= $6 and reverse(c.phone) collate \"C\" < $7)"
@@ -147,36 +165,39 @@ pub(super) fn list_sql(search: Option<&Search>) -> sqlx::AssertSqlSafe<String> {
             "c",
             COLUMNS,
             ORDER,
-            8,
+            next,
         ),
         Some(Search::Text { .. }) => page_sql(
-            &format!("select * from clients c where {VISIBLE} and c.search_text like $2"),
+            &format!("select * from clients c where {visible} and c.search_text like $2"),
             Cte::Materialized,
             "c",
             COLUMNS,
             ORDER,
-            3,
+            next,
         ),
         // Prefix matches, else (one-time filter: the fallback runs only when there are none)
         // substring matches; each branch hands at most limit + offset ordered rows to the page.
-        Some(Search::Name { .. }) => sqlx::AssertSqlSafe(format!(
-            "with prefix as not materialized (
-                 select * from clients c
-                 where c.name_key >= $2 and c.name_key < $3 and {VISIBLE}
-             ), other as materialized (
-                 select * from clients c
-                 where c.search_text like $4 and {VISIBLE} and not exists (select 1 from prefix)
-             )
-             select t.total, p.* from
-                 (select (select count(*) from prefix) + (select count(*) from other) as total) t
-             left join lateral (
-                 select true as page_row, {COLUMNS} from (
-                     (select * from prefix c order by {ORDER} limit $5 + $6)
-                     union all
-                     (select * from other c order by {ORDER} limit $5 + $6)
-                 ) c order by {ORDER} limit $5 offset $6
-             ) p on true"
-        )),
+        Some(Search::Name { .. }) => {
+            let (limit, offset) = (next, next + 1);
+            sqlx::AssertSqlSafe(format!(
+                "with prefix as not materialized (
+                     select * from clients c
+                     where c.name_key >= $2 and c.name_key < $3 and {visible}
+                 ), other as materialized (
+                     select * from clients c
+                     where c.search_text like $4 and {visible} and not exists (select 1 from prefix)
+                 )
+                 select t.total, p.* from
+                     (select (select count(*) from prefix) + (select count(*) from other) as total) t
+                 left join lateral (
+                     select true as page_row, {COLUMNS} from (
+                         (select * from prefix c order by {ORDER} limit ${limit} + ${offset})
+                         union all
+                         (select * from other c order by {ORDER} limit ${limit} + ${offset})
+                     ) c order by {ORDER} limit ${limit} offset ${offset}
+                 ) p on true"
+            ))
+        }
     }
 }
 
