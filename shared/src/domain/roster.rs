@@ -72,13 +72,26 @@ pub async fn join(
 }
 
 /// A member whose last day is `last_day`: removed from the group's lessons after it that have
-/// not started and have no mark for them.
+/// not started and have no mark for them. Those lessons are locked first (in id order, as
+/// marking locks its lesson), and the marks are read by a later statement: a mark being saved
+/// for one of them (a teacher's window may open before the start) is waited for and seen, so a
+/// marked client never loses their place on the roster.
 pub async fn leave(
     conn: &mut PgConnection,
     group_id: Uuid,
     client_id: Uuid,
     last_day: NaiveDate,
 ) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "select l.id from lessons l
+         where l.group_id = $1 and l.starts_at > now()
+           and (l.starts_at at time zone 'Europe/Moscow')::date > $2
+         order by l.id for update",
+    )
+    .bind(group_id)
+    .bind(last_day)
+    .execute(&mut *conn)
+    .await?;
     Ok(sqlx::query(
         "delete from lesson_enrolments e using lessons l
          where e.lesson_id = l.id and e.client_id = $2
