@@ -40,7 +40,7 @@ pub fn read_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiE
     // Read once as plain JSON first: a string PostgreSQL cannot store (NUL) or a date
     // chrono could overflow (an expanded year, `+262143-12-20`) is named here, including in
     // fields the typed read would skip; what is not JSON at all is a 400.
-    let mut value: serde_json::Value = serde_json::from_slice(bytes)
+    let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
     // Every body is an object: serde would also read a struct from an array
     // (`[null, null]`), which no client means.
@@ -53,9 +53,26 @@ pub fn read_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiE
             problem,
         ));
     }
-    // JSON has one number type: `1.0` is the integer 1 (as JSON Schema says), which
-    // serde would refuse for an integer field. Such numbers are rewritten; the (rare) body
-    // that had one is read from the rewritten text, so errors still name their field.
+    typed(bytes, value)
+}
+
+/// Reads a JSON body as `T` without [`read_json`]'s checks for what may be stored (a NUL, an
+/// expanded year, a non-object): for a body that is only read, such as Telegram's updates.
+/// Not JSON is 400; a typed-read failure is 422 naming the field.
+pub fn read_json_unstored<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    typed(bytes, value)
+}
+
+/// The typed read of `bytes`, already parsed as `value`. JSON has one number type: `1.0` is
+/// the integer 1 (as JSON Schema says), which serde would refuse for an integer field. Such
+/// numbers are rewritten; the (rare) body that had one is read from the rewritten text, so
+/// errors still name their field.
+fn typed<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    mut value: serde_json::Value,
+) -> Result<T, ApiError> {
     let Json(value) = if integral_floats_to_integers(&mut value) {
         let bytes = serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.into()))?;
         Json::<T>::from_bytes(&bytes)?

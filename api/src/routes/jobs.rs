@@ -111,6 +111,15 @@ async fn link_viewer(
     sig: Option<&str>,
     id: &str,
 ) -> Result<CurrentUser, ApiError> {
+    // A link is a JWT (base64url parts and dots): anything else is a malformed parameter,
+    // whoever sends it (as the document's pattern says).
+    let jwt_shaped = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    };
+    if sig.is_some_and(|s| !jwt_shaped(s)) {
+        return Err(ApiError::field("sig", "a signed link (base64url and dots)"));
+    }
     if let Ok(user) = bearer {
         return Ok(user);
     }
@@ -268,7 +277,7 @@ async fn cancel(
     get,
     path = "/api/jobs/{id}/events",
     tag = "jobs",
-    params(("id" = String, Path), ("sig" = Option<String>, Query, description = "the signed link of the status JSON's `events_url`, instead of the bearer header"), ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
+    params(("id" = String, Path), ("sig" = Option<String>, Query, pattern = r"^[A-Za-z0-9_.-]*$", description = "the signed link of the status JSON's `events_url`, instead of the bearer header"), ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
     responses((status = 200, description = "text/event-stream of job status events until a terminal state"), (status = 401, description = "no or invalid bearer token or signed link", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody), (status = 429, description = "the user already holds the most streams allowed", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
@@ -384,7 +393,7 @@ async fn events(
     get,
     path = "/api/jobs/{id}/artifact",
     tag = "jobs",
-    params(("id" = String, Path), ("sig" = Option<String>, Query, description = "the signed link of the status JSON's `artifact_url`, instead of the bearer header")),
+    params(("id" = String, Path), ("sig" = Option<String>, Query, pattern = r"^[A-Za-z0-9_.-]*$", description = "the signed link of the status JSON's `artifact_url`, instead of the bearer header")),
     responses((status = 200, description = "the job's file"), (status = 401, description = "no or invalid bearer token or signed link", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]

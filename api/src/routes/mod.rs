@@ -373,6 +373,7 @@ fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
                     (ParameterIn::Query, "limit") => p.schema = Some(integer(1, 200)),
                     (ParameterIn::Query, "offset") => p.schema = Some(integer(0, 1_000_000)),
                     (ParameterIn::Path, "id") if job_path => p.schema = Some(ulid.clone()),
+                    (ParameterIn::Query, _) => no_nul(p.schema.as_mut()),
                     _ => {}
                 }
                 queried |= matches!(p.parameter_in, ParameterIn::Query | ParameterIn::Path);
@@ -402,6 +403,24 @@ fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
                 });
             }
         }
+    }
+}
+
+/// A free-text query parameter (a string without a pattern or values of its own) states what
+/// every query refuses: NUL (`%00`, 422 — PostgreSQL cannot store it).
+fn no_nul(schema: Option<&mut utoipa::openapi::RefOr<utoipa::openapi::Schema>>) {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    let Some(utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(object))) = schema else {
+        return;
+    };
+    let string = match &object.schema_type {
+        SchemaType::Type(t) => *t == Type::String,
+        SchemaType::Array(types) => types.contains(&Type::String),
+        SchemaType::AnyValue => false,
+    };
+    if string && object.pattern.is_none() && object.enum_values.is_none() && object.format.is_none()
+    {
+        object.pattern = Some(r"^[^\u0000]*$".into());
     }
 }
 

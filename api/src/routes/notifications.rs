@@ -259,7 +259,7 @@ async fn telegram_webhook(
     }
     // Telegram's text, whatever it holds (a NUL too: it is read, never stored), so not
     // `AppJson`, which refuses NUL for the routes that store what they get.
-    let Json(update) = Json::<Update>::from_bytes(&body)?;
+    let update: Update = crate::http::extract::read_json_unstored(&body)?;
     let message = update.message.unwrap_or_default();
     let chat_id = message.pointer("/chat/id").and_then(|v| v.as_i64());
     let text = message.get("text").and_then(|v| v.as_str()).unwrap_or("");
