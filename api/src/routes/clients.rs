@@ -81,77 +81,59 @@ impl From<ClientRow> for Client {
     }
 }
 
-/// The body of `POST /api/clients` (last_name and first_name required). Documentation schema:
-/// the handlers read the body as a JSON object to tell absent from null.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct NewClientBody {
-    #[schema(value_type = String, required = true, min_length = 1, max_length = 500, pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$")]
-    last_name: Option<String>,
-    #[schema(value_type = String, required = true, min_length = 1, max_length = 500, pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$")]
-    first_name: Option<String>,
-    #[schema(max_length = 500, pattern = r"^[^\u0000]*$")]
-    middle_name: Option<String>,
-    /// +7 and ten digits, 8 or 7 and ten digits, ten digits, or + and a foreign number, with
-    /// spaces, dashes and brackets; stored as E.164. Empty or null clears it.
-    #[schema(
-        pattern = r"^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:(|(\+[-+() ]*([1-689]([-+() ]*[0-9]){7,14}|7([-+() ]*[0-9]){10})|([-()][-+() ]*)?([78]([-+() ]*[0-9]){10}|[0-9]([-+() ]*[0-9]){9}))[-+() ]*))[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
-    )]
-    phone: Option<String>,
-    /// Empty or null clears it.
-    #[schema(
-        max_length = 254,
-        pattern = r"^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:(|[\x21-\x3f\x41-\x7e]+@[\x21-\x2d\x2f-\x3f\x41-\x7e][\x21-\x3f\x41-\x7e]*\.[\x21-\x3f\x41-\x7e]*[\x21-\x2d\x2f-\x3f\x41-\x7e]))[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
-    )]
-    email: Option<String>,
-    /// YYYY-MM-DD, after 1900 and in the past (Moscow calendar).
-    #[schema(value_type = Option<String>, format = Date, pattern = "^(19[0-9]{2}|20[0-9]{2})-")]
-    birth_date: Option<NaiveDate>,
-    /// Another client (must exist).
-    guardian_id: Option<Uuid>,
-    telegram_chat_id: Option<i64>,
-    #[schema(value_type = Option<NotifyBody>, nullable = false)]
-    notify: Option<NotifyBody>,
-    #[schema(max_length = 500, pattern = r"^[^\u0000]*$")]
-    comment: Option<String>,
+/// The documented client body, once: `POST` requires the names, `PATCH` does not (the
+/// handlers read the body as a JSON object to tell absent from null; these are documentation
+/// schemas).
+macro_rules! client_body {
+    ($(#[$doc:meta])* $name:ident, required = $required:literal) => {
+        $(#[$doc])*
+        #[derive(Deserialize, utoipa::ToSchema)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        pub struct $name {
+            #[schema(value_type = String, required = $required, min_length = 1, max_length = 500, pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$")]
+            last_name: Option<String>,
+            #[schema(value_type = String, required = $required, min_length = 1, max_length = 500, pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$")]
+            first_name: Option<String>,
+            #[schema(max_length = 500, pattern = r"^[^\u0000]*$")]
+            middle_name: Option<String>,
+            /// +7 and ten digits, 8 or 7 and ten digits, ten digits, or + and a foreign number, with
+            /// spaces, dashes and brackets; stored as E.164. Empty or null clears it.
+            #[schema(
+                pattern = r"^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:(|(\+[-+() ]*([1-689]([-+() ]*[0-9]){7,14}|7([-+() ]*[0-9]){10})|([-()][-+() ]*)?([78]([-+() ]*[0-9]){10}|[0-9]([-+() ]*[0-9]){9}))[-+() ]*))[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+            )]
+            phone: Option<String>,
+            /// Empty or null clears it.
+            #[schema(
+                max_length = 254,
+                pattern = r"^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:(|[\x21-\x3f\x41-\x7e]+@[\x21-\x2d\x2f-\x3f\x41-\x7e][\x21-\x3f\x41-\x7e]*\.[\x21-\x3f\x41-\x7e]*[\x21-\x2d\x2f-\x3f\x41-\x7e]))[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+            )]
+            email: Option<String>,
+            /// YYYY-MM-DD, after 1900 and in the past (Moscow calendar).
+            #[schema(value_type = Option<String>, format = Date, pattern = "^(19[0-9]{2}|20[0-9]{2})-")]
+            birth_date: Option<NaiveDate>,
+            /// Another client (must exist).
+            guardian_id: Option<Uuid>,
+            telegram_chat_id: Option<i64>,
+            #[schema(value_type = Option<NotifyBody>, nullable = false)]
+            notify: Option<NotifyBody>,
+            #[schema(max_length = 500, pattern = r"^[^\u0000]*$")]
+            comment: Option<String>,
+        }
+    };
 }
 
-/// The body of `PATCH /api/clients/{id}`: only the keys sent change; null clears an optional
-/// field (the names cannot be cleared).
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct ClientBody {
-    #[schema(value_type = String, required = false, min_length = 1, max_length = 500, pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$")]
-    last_name: Option<String>,
-    #[schema(value_type = String, required = false, min_length = 1, max_length = 500, pattern = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$")]
-    first_name: Option<String>,
-    #[schema(max_length = 500, pattern = r"^[^\u0000]*$")]
-    middle_name: Option<String>,
-    /// +7 and ten digits, 8 or 7 and ten digits, ten digits, or + and a foreign number, with
-    /// spaces, dashes and brackets; stored as E.164. Empty or null clears it.
-    #[schema(
-        pattern = r"^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:(|(\+[-+() ]*([1-689]([-+() ]*[0-9]){7,14}|7([-+() ]*[0-9]){10})|([-()][-+() ]*)?([78]([-+() ]*[0-9]){10}|[0-9]([-+() ]*[0-9]){9}))[-+() ]*))[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
-    )]
-    phone: Option<String>,
-    /// Empty or null clears it.
-    #[schema(
-        max_length = 254,
-        pattern = r"^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:(|[\x21-\x3f\x41-\x7e]+@[\x21-\x2d\x2f-\x3f\x41-\x7e][\x21-\x3f\x41-\x7e]*\.[\x21-\x3f\x41-\x7e]*[\x21-\x2d\x2f-\x3f\x41-\x7e]))[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
-    )]
-    email: Option<String>,
-    /// YYYY-MM-DD, after 1900 and in the past (Moscow calendar).
-    #[schema(value_type = Option<String>, format = Date, pattern = "^(19[0-9]{2}|20[0-9]{2})-")]
-    birth_date: Option<NaiveDate>,
-    /// Another client (must exist).
-    guardian_id: Option<Uuid>,
-    telegram_chat_id: Option<i64>,
-    #[schema(value_type = Option<NotifyBody>, nullable = false)]
-    notify: Option<NotifyBody>,
-    #[schema(max_length = 500, pattern = r"^[^\u0000]*$")]
-    comment: Option<String>,
-}
+client_body!(
+    /// The body of `POST /api/clients` (last_name and first_name required).
+    NewClientBody,
+    required = true
+);
+client_body!(
+    /// The body of `PATCH /api/clients/{id}`: only the keys sent change; null clears an
+    /// optional field (the names cannot be cleared).
+    ClientBody,
+    required = false
+);
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -8,9 +8,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sqlx::PgPool;
 
-#[sqlx::test(migrations = false)]
-async fn every_route_in_the_openapi_document_answers_401_without_a_token(db: PgPool) {
-    let app = TestApp::spawn_with(db, None, api_config(&[])).await;
+/// The served document (public: no token), asserting it is served.
+async fn document(app: &TestApp) -> Value {
     let res = app
         .http
         .get(format!("{}/api/openapi.json", app.base))
@@ -18,7 +17,13 @@ async fn every_route_in_the_openapi_document_answers_401_without_a_token(db: PgP
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let doc: Value = res.json().await.unwrap();
+    res.json().await.unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn every_route_in_the_openapi_document_answers_401_without_a_token(db: PgPool) {
+    let app = TestApp::spawn_with(db, None, api_config(&[])).await;
+    let doc = document(&app).await;
     assert!(
         doc["openapi"].as_str().unwrap().starts_with("3.1"),
         "{}",
@@ -90,15 +95,7 @@ async fn every_route_in_the_openapi_document_answers_401_without_a_token(db: PgP
 #[sqlx::test(migrations = false)]
 async fn operations_have_unique_ids_and_creations_link_to_what_they_created(db: PgPool) {
     let app = TestApp::spawn_with(db, None, api_config(&[])).await;
-    let doc: Value = app
-        .http
-        .get(format!("{}/api/openapi.json", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = document(&app).await;
     let mut ids = std::collections::HashSet::new();
     for item in doc["paths"].as_object().unwrap().values() {
         for op in item.as_object().unwrap().values() {
