@@ -326,24 +326,32 @@ async fn main() -> anyhow::Result<()> {
     shared::db::ensure_database(&config).await?;
     let db = shared::db::connect(&config, "artsvao-bench").await?;
     jobs::engine::migrate(&db).await?;
-    if args.what != "queue" {
-        let result = match args.what.as_str() {
-            "api" => api_bench::run(&db, &url, args.rate, args.seconds).await,
-            "export" => export_bench::run(&db, &url).await,
-            "timepad" => import_bench::run(&db, &url, args.orders).await,
-            "calls" => call_bench::run(&db, &url, 200, 1000).await,
-            "notify" => notify_bench::run(&db, &url, 10_000).await,
-            _ => schedule_bench::run(&db, &url).await,
-        };
-        db.close().await;
-        drop_database(&args, &name).await?;
-        return result;
-    }
+    // SIGINT or SIGTERM drops the running benchmark, whose child processes die with their
+    // handles, and still drops its database.
+    let interrupted = shared::shutdown::on_signal();
+    let result = tokio::select! {
+        result = bench(&args, &db, &url) => result,
+        () = interrupted.cancelled() => Err(anyhow::anyhow!("interrupted")),
+    };
+    db.close().await;
+    drop_database(&args, &name).await?;
+    result
+}
 
+async fn bench(args: &Args, db: &PgPool, url: &str) -> anyhow::Result<()> {
+    match args.what.as_str() {
+        "queue" => {}
+        "api" => return api_bench::run(db, url, args.rate, args.seconds).await,
+        "export" => return export_bench::run(db, url).await,
+        "timepad" => return import_bench::run(db, url, args.orders).await,
+        "calls" => return call_bench::run(db, url, 200, 1000).await,
+        "notify" => return notify_bench::run(db, url, 10_000).await,
+        _ => return schedule_bench::run(db, url).await,
+    }
     println!("| run | jobs | processes | outcomes | time | result |");
     println!("|---|---:|---:|---|---:|---|");
     for (processes, durable) in [(1, true), (2, true), (2, false)] {
-        let (rate, secs) = drain(&db, &url, args.jobs, processes, durable).await?;
+        let (rate, secs) = drain(db, url, args.jobs, processes, durable).await?;
         let outcomes = if durable { "durable" } else { "async commit" };
         println!(
             "| drain | {} | {processes} | {outcomes} | {secs:.2} s | **{rate:.0} jobs/s** |",
@@ -351,8 +359,8 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let l = pickup(
-        &db,
-        &url,
+        db,
+        url,
         args.pickup_jobs,
         Duration::from_millis(args.pickup_spacing_ms),
     )
@@ -365,9 +373,7 @@ async fn main() -> anyhow::Result<()> {
         percentile(&l, 0.99),
         l[l.len() - 1]
     );
-
-    db.close().await;
-    drop_database(&args, &name).await
+    Ok(())
 }
 
 async fn drop_database(args: &Args, name: &str) -> anyhow::Result<()> {

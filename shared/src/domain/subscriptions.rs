@@ -564,7 +564,9 @@ pub async fn pay(
             format!("more than the {left} left to pay"),
         ));
     }
-    let paid_after = paid.checked_add(req.amount).unwrap_or(amount);
+    // `req.amount <= left = amount - paid`: the sum is at most the invoice's amount, which the
+    // column bounds to 12 digits, far inside i64.
+    let paid_after = Money::from_kopecks(paid.kopecks() + req.amount.kopecks());
     let full = paid_after == amount;
     let (payment_id, id, status, amount, paid, activated): (
         Uuid,
