@@ -143,14 +143,26 @@ fn unstorable(value: &serde_json::Value, at: &str) -> Option<(String, &'static s
 }
 
 /// `+262143-12-20`, `-10000-01-01`: ISO 8601's expanded years, which chrono parses and date
-/// arithmetic then overflows; nobody at the centre books a lesson past the year 9999.
+/// arithmetic then overflows; nobody at the centre books a lesson past the year 9999. Only a
+/// string shaped as a whole such date (a real month and day, then the end or a time) is one:
+/// a phone such as `+49170-1234567` is not.
 fn expanded_year(s: &str) -> bool {
-    let b = s.as_bytes();
-    if !matches!(b.first(), Some(b'+' | b'-')) {
+    let Some(rest) = s.trim().strip_prefix(['+', '-']) else {
         return false;
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let Some(rest) = rest[digits..].strip_prefix('-') else {
+        return false;
+    };
+    /// A number of one or two digits within `range`, and what follows it.
+    fn part(s: &str, range: std::ops::RangeInclusive<u32>) -> Option<&str> {
+        let n = s.bytes().take_while(u8::is_ascii_digit).count();
+        let value: u32 = s.get(..n).filter(|_| (1..=2).contains(&n))?.parse().ok()?;
+        range.contains(&value).then(|| &s[n..])
     }
-    let digits = b[1..].iter().take_while(|c| c.is_ascii_digit()).count();
-    digits >= 5 && b.get(1 + digits) == Some(&b'-')
+    let day_and_after = part(rest, 1..=12).and_then(|r| r.strip_prefix('-'));
+    let after = day_and_after.and_then(|r| part(r, 1..=31));
+    digits >= 5 && after.is_some_and(|a| a.is_empty() || a.starts_with(['T', 't', ' ']))
 }
 
 /// A JSON content type: `application/json` or `application/*+json`, any parameters.
@@ -240,5 +252,30 @@ mod tests {
         );
         let mut plain = serde_json::json!({"a": 1, "b": "x"});
         assert!(!integral_floats_to_integers(&mut plain));
+    }
+
+    #[test]
+    fn only_whole_dates_with_expanded_years_are_refused() {
+        for date in [
+            "+262143-12-20",
+            "-10000-01-01",
+            " +10000-1-1 ",
+            "+99999-02-28T10:00:00+03:00",
+        ] {
+            assert!(expanded_year(date), "{date}");
+        }
+        for text in [
+            "+49170-1234567",
+            "+74951-23-45",
+            "-15000-рублей",
+            "2026-12-01",
+            "+2026-12-01",
+            "+10000-13-01",
+            "+10000-01-01x",
+            "+",
+            "",
+        ] {
+            assert!(!expanded_year(text), "{text}");
+        }
     }
 }

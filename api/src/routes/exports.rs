@@ -89,8 +89,7 @@ pub async fn order_timesheet(
         .ok();
     let mut group_ids = body.group_ids.clone();
     if let Some(ids) = group_ids.as_mut() {
-        ids.sort();
-        ids.dedup();
+        // Counted as sent, as the schema's maxItems counts them; repeats then merge.
         if ids.is_empty() {
             fields.insert(
                 "group_ids".into(),
@@ -99,6 +98,8 @@ pub async fn order_timesheet(
         } else if ids.len() > MAX_GROUPS {
             fields.insert("group_ids".into(), format!("at most {MAX_GROUPS} groups"));
         }
+        ids.sort();
+        ids.dedup();
     }
 
     let ids = group_ids.clone().unwrap_or_default();

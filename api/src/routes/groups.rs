@@ -55,7 +55,7 @@ async fn create(
     tag = "groups",
     params(("id" = Uuid, Path)),
     request_body = groups::GroupPatch,
-    responses((status = 200, description = "OK", body = groups::Group), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
+    responses((status = 200, description = "OK", body = groups::Group), (status = 401, description = "no or invalid bearer token", body = crate::http::error::ErrorBody), (status = 403, description = "the role may not do this", body = crate::http::error::ErrorBody), (status = 404, description = "not found", body = crate::http::error::ErrorBody), (status = 409, description = "the new teacher already teaches at the time of one of the group's coming lessons", body = crate::http::error::ErrorBody), (status = 422, description = "invalid fields, each named", body = crate::http::error::ErrorBody)),
     security(("bearer" = [])),
 )]
 #[tracing::instrument(skip_all, fields(user.id = %user.id, group.id = %id))]
@@ -66,7 +66,8 @@ async fn update(
     AppJson(req): AppJson<GroupPatch>,
 ) -> Result<Json<Group>, ApiError> {
     user.require(WRITERS)?;
-    Ok(Json(groups::update(&app.db, id, req).await?))
+    let mut conn = app.db.acquire().await?;
+    Ok(Json(groups::update(&mut conn, id, req).await?))
 }
 
 #[utoipa::path(

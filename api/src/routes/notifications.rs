@@ -111,7 +111,7 @@ pub struct BroadcastRequest {
     )]
     text: String,
     /// One or both of `telegram`, `email`: each recipient gets the message on each.
-    #[schema(min_items = 1)]
+    #[schema(min_items = 1, max_items = 2)]
     channels: Vec<Channel>,
 }
 
@@ -150,7 +150,7 @@ async fn broadcast(
     let mut channels = req.channels.clone();
     channels.sort_by_key(|c| c.as_str());
     channels.dedup();
-    if channels.is_empty() {
+    if channels.is_empty() || req.channels.len() > 2 {
         return Err(ApiError::field(
             "channels",
             "one or both of telegram, email",

@@ -32,8 +32,9 @@ pub struct PlanRequest {
     /// Not before `from`; a plan covers at most 366 days.
     #[schema(example = "2027-05-31")]
     to: NaiveDate,
-    /// Dates to skip.
+    /// Dates to skip (a plan's days at most: 366).
     #[serde(default)]
+    #[schema(max_items = 366)]
     holidays: Vec<NaiveDate>,
     /// `all_or_nothing` (default) or `skip_conflicts`.
     #[serde(default)]
@@ -49,8 +50,8 @@ pub struct PlanRequest {
 #[serde(deny_unknown_fields)]
 pub struct EntryRequest {
     group_id: Uuid,
-    /// ISO weekdays, 1 = Monday … 7 = Sunday.
-    #[schema(min_items = 1, minimum = 1, maximum = 7)]
+    /// ISO weekdays, 1 = Monday … 7 = Sunday (a repeat counts once).
+    #[schema(min_items = 1, max_items = 7, minimum = 1, maximum = 7)]
     weekdays: Vec<i64>,
     /// `HH:MM`, Moscow time.
     #[schema(example = "18:30", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
@@ -79,6 +80,9 @@ fn check(req: &PlanRequest, fields: &mut FieldErrors) -> Vec<PlanEntry> {
     {
         fields.insert("mode".into(), "all_or_nothing or skip_conflicts".into());
     }
+    if req.holidays.len() as i64 > MAX_DAYS {
+        fields.insert("holidays".into(), format!("at most {MAX_DAYS} dates"));
+    }
     if req.entries.is_empty() {
         fields.insert("entries".into(), "at least one entry".into());
     } else if req.entries.len() > MAX_ENTRIES {
@@ -90,7 +94,10 @@ fn check(req: &PlanRequest, fields: &mut FieldErrors) -> Vec<PlanEntry> {
             fields.insert(format!("entries[{i}].{field}"), problem.to_string());
         };
         let mut weekdays: Vec<u8> = Vec::new();
-        if e.weekdays.is_empty() || e.weekdays.iter().any(|d| !(1..=7).contains(d)) {
+        if e.weekdays.is_empty()
+            || e.weekdays.len() > 7
+            || e.weekdays.iter().any(|d| !(1..=7).contains(d))
+        {
             bad("weekdays", "one or more of 1 (Monday) … 7 (Sunday)");
         } else {
             weekdays = e.weekdays.iter().map(|&d| d as u8).collect();

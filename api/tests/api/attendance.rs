@@ -465,3 +465,174 @@ async fn teachers_mark_their_rosters_within_the_window_and_bad_marks_are_named(d
     assert_eq!(marks, 5, "rejected requests wrote nothing");
     app.stop().await;
 }
+
+/// A group's new teacher takes over its coming lessons (and marks them) while the old one
+/// keeps the lessons they gave; a clash with the new teacher's timetable refuses the change;
+/// no teacher opens an archived group's sheet; a teacher never turns a visitor into a
+/// charged visit.
+#[sqlx::test(migrations = false)]
+async fn a_new_teacher_takes_over_the_coming_lessons_and_visitors_stay_visitors(db: PgPool) {
+    let app = TestApp::spawn_with(db.clone(), None, api_config(&[])).await;
+    let c = centre(&app).await;
+    let anna = client(&app, &c, "Анна").await;
+    let bob = client(&app, &c, "Борис").await;
+    let (group, maria): (Uuid, Uuid) =
+        sqlx::query_as("select id, teacher_id from study_groups where name = 'Живопись'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    ok(
+        &app,
+        &c.token,
+        &format!("/api/groups/{group}/members"),
+        json!({"client_id": anna, "joined_on": moscow_today() - Duration::days(30)}),
+    )
+    .await;
+    let started = lesson_at(&app, &c, &db, -26).await;
+    let coming = lesson_at(&app, &c, &db, 50).await;
+
+    // The office put Boris on the sheet as a free visitor: the teacher may re-send that mark,
+    // not turn it into a visit charged to whatever subscription he holds.
+    marked(
+        &app,
+        &c.token,
+        &started,
+        json!([{"client_id": bob, "mark": "free"}]),
+    )
+    .await;
+    let res = mark(
+        &app,
+        &c.teacher_token,
+        &started,
+        json!([{"client_id": anna, "mark": "present"}, {"client_id": bob, "mark": "present"}]),
+    )
+    .await;
+    let e = error_body(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(e["fields"]["marks[1].client_id"].is_string(), "{e}");
+    marked(
+        &app,
+        &c.teacher_token,
+        &started,
+        json!([{"client_id": anna, "mark": "present"}, {"client_id": bob, "mark": "free"}]),
+    )
+    .await;
+
+    // Pyotr takes the group over.
+    let (pyotr_user, pyotr_token) = app.user("teacher").await;
+    let pyotr = ok(
+        &app,
+        &c.token,
+        "/api/teachers",
+        json!({"full_name": "Пётр Сергеевич", "user_id": pyotr_user}),
+    )
+    .await;
+    let pyotr = pyotr["id"].as_str().unwrap().to_string();
+    let res = app
+        .patch(
+            &c.token,
+            &format!("/api/groups/{group}"),
+            json!({"teacher_id": pyotr}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let teacher_of = |lesson: String| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, Uuid>("select teacher_id from lessons where id = $1::uuid")
+                .bind(lesson)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+                .to_string()
+        }
+    };
+    assert_eq!(teacher_of(coming.clone()).await, pyotr);
+    assert_eq!(teacher_of(started.clone()).await, maria.to_string());
+    let sheet = |token: String, lesson: String| {
+        let app = &app;
+        async move {
+            app.get(&token, &format!("/api/lessons/{lesson}/attendance"))
+                .await
+                .status()
+        }
+    };
+    assert_eq!(
+        sheet(pyotr_token.clone(), coming.clone()).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        sheet(c.teacher_token.clone(), coming.clone()).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        sheet(c.teacher_token.clone(), started.clone()).await,
+        StatusCode::OK,
+        "Maria still reads the sheet of the lesson she gave"
+    );
+
+    // Maria now teaches another group at the time of the coming lesson: handing the group
+    // back to her would double-book her, so nothing changes.
+    let room = ok(
+        &app,
+        &c.token,
+        "/api/rooms",
+        json!({"name": "Мастерская", "capacity": 10}),
+    )
+    .await;
+    let other = ok(
+        &app,
+        &c.token,
+        "/api/groups",
+        json!({"name": "Графика", "teacher_id": maria, "room_id": room["id"], "capacity": 10}),
+    )
+    .await;
+    let coming_starts: chrono::DateTime<Utc> =
+        sqlx::query_scalar("select starts_at from lessons where id = $1::uuid")
+            .bind(&coming)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    ok(
+        &app,
+        &c.token,
+        "/api/lessons",
+        json!({"group_id": other["id"], "starts_at": coming_starts.to_rfc3339(), "duration_min": 60}),
+    )
+    .await;
+    let res = app
+        .patch(
+            &c.token,
+            &format!("/api/groups/{group}"),
+            json!({"teacher_id": maria, "capacity": 5}),
+        )
+        .await;
+    let e = error_body(res, StatusCode::CONFLICT).await;
+    assert!(
+        e["message"].as_str().unwrap().contains("new teacher"),
+        "{e}"
+    );
+    let (teacher, capacity): (Uuid, i32) =
+        sqlx::query_as("select teacher_id, capacity from study_groups where id = $1")
+            .bind(group)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!((teacher.to_string(), capacity), (pyotr.clone(), 30));
+    assert_eq!(teacher_of(coming.clone()).await, pyotr);
+
+    // Archived, the group's sheets are the office's alone.
+    let res = app
+        .patch(
+            &c.token,
+            &format!("/api/groups/{group}"),
+            json!({"status": "archived"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        sheet(pyotr_token, coming.clone()).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(sheet(c.token.clone(), coming).await, StatusCode::OK);
+    app.stop().await;
+}

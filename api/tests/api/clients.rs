@@ -319,6 +319,27 @@ async fn teachers_read_only_their_groups_members(db: PgPool) {
         StatusCode::FORBIDDEN,
     )
     .await;
+
+    // A teacher who left (record inactive, login not yet closed) reads nobody.
+    let res = app
+        .patch(
+            &manager,
+            &format!("/api/teachers/{}", mine["id"].as_str().unwrap()),
+            json!({"active": false}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(list(&app, &teacher, "").await["total"], 0);
+    error_body(
+        app.get(&teacher, &card(&pupil)).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    error_body(
+        app.get(&teacher, &roster(&my_group)).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
     app.stop().await;
 }
 

@@ -73,7 +73,9 @@ async fn signed_links_open_one_jobs_events_and_file_until_they_expire(db: PgPool
     let (user, token) = app.user("manager").await;
     // Two timesheet exports (empty months still give a file).
     let mut ids = Vec::new();
-    for month in ["2025-01", "2025-02"] {
+    let month = last_month();
+    let before = shared::time::Month::of(month.first_day() - chrono::Days::new(1));
+    for month in [before.to_string(), month.to_string()] {
         let res = app
             .post(
                 &token,

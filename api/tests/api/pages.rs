@@ -6,10 +6,8 @@
 use std::{io::Cursor, time::Duration};
 
 use calamine::{Reader, Xlsx};
-use chrono::{Datelike, Duration as Days, Utc};
 use reqwest::{redirect::Policy, StatusCode};
 use serde_json::{json, Value};
-use shared::time::Month;
 use sqlx::PgPool;
 use uuid::Uuid;
 use worker::Registry;
@@ -24,11 +22,6 @@ async fn person(db: &PgPool, role: api::auth::Role) -> (Uuid, String) {
         .await
         .unwrap();
     (id, email)
-}
-
-fn last_month() -> Month {
-    let today = Utc::now().with_timezone(&shared::time::MOSCOW).date_naive();
-    Month::of(today.with_day(1).unwrap() - Days::days(1))
 }
 
 /// Twelve groups of one teacher, three members each, eight held lessons each last month
@@ -364,7 +357,10 @@ async fn the_page_session_opens_pages_only_and_forms_refuse_other_origins(db: Pg
         .post(format!("{base}/jobs/timesheet"))
         .header("cookie", &pair)
         .header("origin", "http://evil.example")
-        .form(&[("month", "2026-10"), ("scope", "all")])
+        .form(&[
+            ("month", last_month().to_string().as_str()),
+            ("scope", "all"),
+        ])
         .send()
         .await
         .unwrap();

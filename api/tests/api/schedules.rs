@@ -342,7 +342,15 @@ async fn oversized_or_malformed_plans_are_422_naming_the_entry_and_field(db: PgP
     late["duration_min"] = json!(90);
     let mut missing = e.clone();
     missing["room_id"] = json!(Uuid::new_v4());
+    let mut eight_days = e.clone();
+    eight_days["weekdays"] = json!([1, 2, 3, 4, 5, 6, 7, 1]);
+    let holidays: Vec<String> = (0..367).map(|_| "2027-01-07".to_string()).collect();
     for (plan, fields) in [
+        (
+            json!({"from": "2027-01-01", "to": "2027-01-31", "holidays": holidays,
+                   "entries": [e, eight_days]}),
+            vec!["holidays", "entries[1].weekdays"],
+        ),
         (
             json!({"from": "2027-01-01", "to": "2027-01-31", "entries": many}),
             vec!["entries"],

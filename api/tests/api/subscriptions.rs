@@ -325,8 +325,9 @@ async fn the_expiry_job_ends_an_expired_subscription_once_burning_its_leftovers(
     let app = TestApp::spawn(db.clone(), registry).await;
     let (user, token) = app.user("manager").await;
     let (plan, client) = plan_and_client(&app, &token, 5).await;
-    // Began 31 days ago, 5 days long: ended 26 days ago. A second one ends in 2 days.
-    for begins_on in [today() - Duration::days(31), today() - Duration::days(2)] {
+    // Began 30 days ago, 5 days long: ended 25 days ago. A second one ends in 2 days. (30,
+    // not the 31 the sale allows: the test's today and the server's may straddle midnight.)
+    for begins_on in [today() - Duration::days(30), today() - Duration::days(2)] {
         let sale = ok(
             &app,
             &token,
@@ -342,6 +343,14 @@ async fn the_expiry_job_ends_an_expired_subscription_once_burning_its_leftovers(
         )
         .await;
     }
+    // A third, never paid, whose period has passed as well.
+    let unpaid = ok(
+        &app,
+        &token,
+        "/api/subscriptions",
+        json!({"client_id": client, "plan_id": plan, "begins_on": today() - Duration::days(20)}),
+    )
+    .await;
 
     let mut reports = Vec::new();
     for _ in 0..2 {
@@ -354,7 +363,8 @@ async fn the_expiry_job_ends_an_expired_subscription_once_burning_its_leftovers(
     }
     assert_eq!(
         reports[0],
-        json!({"ended": 1, "visits_burned": 8, "notices": 2})
+        json!({"ended": 2, "visits_burned": 8, "notices": 2}),
+        "the unpaid one ends unannounced"
     );
     assert_eq!(
         reports[1],
@@ -367,7 +377,50 @@ async fn the_expiry_job_ends_an_expired_subscription_once_burning_its_leftovers(
             .unwrap();
     assert_eq!(
         statuses,
-        [("ended".to_string(), 8), ("active".to_string(), 0)]
+        [
+            ("ended".to_string(), 8),
+            ("ended".to_string(), 0),
+            ("active".to_string(), 0)
+        ]
     );
+    // Its invoice closed with it: paying it now is refused and records nothing.
+    let invoice = &unpaid["invoice"]["id"];
+    let status: String = sqlx::query_scalar("select status from invoices where id = $1::uuid")
+        .bind(invoice.as_str().unwrap())
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(status, "cancelled");
+    let res = app
+        .post(
+            &token,
+            "/api/payments",
+            json!({"invoice_id": invoice, "amount": "4000.00", "method": "card"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    // One ended before this rule (its invoice still open) is refused just the same.
+    sqlx::query("update invoices set status = 'open' where id = $1::uuid")
+        .bind(invoice.as_str().unwrap())
+        .execute(&db)
+        .await
+        .unwrap();
+    let res = app
+        .post(
+            &token,
+            "/api/payments",
+            json!({"invoice_id": invoice, "amount": "4000.00", "method": "card"}),
+        )
+        .await;
+    let e = error_body(res, StatusCode::CONFLICT).await;
+    assert!(
+        e["message"].as_str().unwrap().contains("ended unpaid"),
+        "{e}"
+    );
+    let payments: i64 = sqlx::query_scalar("select count(*) from payments")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(payments, 2);
     app.stop().await;
 }

@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use chrono::Datelike;
 use clap::Parser;
 use jobs::{Job, JobContext, JobError, Requester};
 use reqwest::{Client, Response, StatusCode};
@@ -28,6 +29,14 @@ pub struct TestApp {
 pub const SECRET: &str = "test-secret-that-is-long-enough-for-hs256-0123456789";
 /// The bearer token of `/metrics` in tests (`METRICS_TOKEN`).
 pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789";
+
+/// Last month (Moscow calendar): inside the export window whenever the tests run.
+pub fn last_month() -> shared::time::Month {
+    let first = shared::time::today()
+        .with_day(1)
+        .expect("every month has a first day");
+    shared::time::Month::of(first - chrono::Days::new(1))
+}
 
 pub fn api_config(extra: &[&str]) -> api::ApiConfig {
     let defaults = [

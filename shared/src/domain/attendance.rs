@@ -175,30 +175,37 @@ struct LessonLock {
 }
 
 /// Reads (and with `lock`, locks for the transaction) the lesson and checks the marker may
-/// see it.
+/// see it: a teacher only the lessons they give, of a group not archived, their teacher
+/// record active (as everywhere, a teacher sees no archived group's people).
 async fn lesson(
     conn: &mut PgConnection,
     id: Uuid,
     teacher_user: Option<Uuid>,
     lock: bool,
 ) -> Result<LessonLock, DomainError> {
-    /// status, group, start, the group's absence rule, the teacher's login.
+    /// status, group, start, the group's absence rule, whether it is archived, the teacher's
+    /// login.
     type Row = (
         String,
         Option<Uuid>,
         DateTime<Utc>,
         Option<AbsenceCharge>,
+        bool,
         Option<Uuid>,
     );
     let row: Option<Row> = sqlx::query_as(if lock {
-        "select l.status, l.group_id, l.starts_at, g.absence_charge, t.user_id
+        "select l.status, l.group_id, l.starts_at, g.absence_charge,
+                    coalesce(g.status = 'archived', false),
+                    case when t.active then t.user_id end
              from lessons l
              left join study_groups g on g.id = l.group_id
              left join teachers t on t.id = l.teacher_id
              where l.id = $1 and l.kind = 'lesson'
              for update of l"
     } else {
-        "select l.status, l.group_id, l.starts_at, g.absence_charge, t.user_id
+        "select l.status, l.group_id, l.starts_at, g.absence_charge,
+                    coalesce(g.status = 'archived', false),
+                    case when t.active then t.user_id end
              from lessons l
              left join study_groups g on g.id = l.group_id
              left join teachers t on t.id = l.teacher_id
@@ -207,9 +214,9 @@ async fn lesson(
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
-    let (status, group_id, starts_at, absence_charge, teacher_of_lesson) =
+    let (status, group_id, starts_at, absence_charge, archived, teacher_of_lesson) =
         row.ok_or(DomainError::NotFound)?;
-    if teacher_user.is_some() && teacher_of_lesson != teacher_user {
+    if teacher_user.is_some() && (teacher_of_lesson != teacher_user || archived) {
         return Err(DomainError::Forbidden);
     }
     Ok(LessonLock {
@@ -320,14 +327,12 @@ pub async fn mark(
         if let Some(refusal) = marker.window.refuses(lesson.starts_at, Utc::now()) {
             return Err(DomainError::Conflict(refusal));
         }
-        // Who this teacher may mark: the lesson's roster, anyone already on its sheet (a
-        // visitor the office added), and — as `trial` only — a pupil of their own groups.
+        // Who this teacher may mark: the lesson's roster; a visitor already on its sheet (the
+        // office added them, or a trial) only with the mark stored, so a visitor is never
+        // turned into a charged visit; and, as `trial` only, a pupil of their own groups.
         // Anyone else is refused as if unknown: a teacher learns nothing about other clients.
-        let (sheet, theirs): (Vec<Uuid>, Vec<Uuid>) = sqlx::query_as(
+        let (roster, theirs): (Vec<Uuid>, Vec<Uuid>) = sqlx::query_as(
             "select array(select client_id from lesson_enrolments
-                          where lesson_id = $1 and client_id = any($2)
-                          union
-                          select client_id from attendance
                           where lesson_id = $1 and client_id = any($2)),
                     array(select c from teacher_clients($3) c where c = any($2))",
         )
@@ -336,15 +341,23 @@ pub async fn mark(
         .bind(marker.teacher_user)
         .fetch_one(&mut *tx)
         .await?;
+        let stored: Vec<(Uuid, Mark)> = sqlx::query_as(
+            "select client_id, mark from attendance where lesson_id = $1 and client_id = any($2)",
+        )
+        .bind(id)
+        .bind(&clients)
+        .fetch_all(&mut *tx)
+        .await?;
         let mut fields = FieldErrors::new();
         for (i, m) in marks.iter().enumerate() {
-            let allowed = sheet.contains(&m.client_id)
+            let allowed = roster.contains(&m.client_id)
+                || stored.contains(&(m.client_id, m.mark))
                 || (m.mark == Mark::Trial && theirs.contains(&m.client_id));
             if !allowed {
                 fields.insert(
                     format!("marks[{i}].client_id"),
                     "not on this lesson's roster: a visitor is marked trial (a pupil of your \
-                     groups) or added by the office"
+                     groups) or by the office"
                         .into(),
                 );
             }

@@ -153,13 +153,27 @@ pub async fn create(db: impl PgExecutor<'_>, g: GroupPatch) -> Result<Group, Dom
     .map_err(|e| DomainError::on_constraint(e, GROUP_CONSTRAINTS))
 }
 
+/// Changes a group. A new teacher takes over the group's scheduled lessons from now on that
+/// the old teacher was to give (a substitute's lessons and past ones stay as they are), in
+/// the same transaction: the lesson's teacher is who may mark it. A clash with the new
+/// teacher's other lessons refuses the change (409).
 pub async fn update(
-    db: impl PgExecutor<'_>,
+    conn: &mut PgConnection,
     id: Uuid,
     g: GroupPatch,
 ) -> Result<Group, DomainError> {
     g.check(false)?;
-    let group: Option<Group> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let mut tx = sqlx::Acquire::begin(conn).await?;
+    // The row lock orders concurrent changes: the teacher read here is the one replaced.
+    let old_teacher: Option<Uuid> =
+        sqlx::query_scalar("select teacher_id from study_groups where id = $1 for update")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(old_teacher) = old_teacher else {
+        return Err(DomainError::NotFound);
+    };
+    let group: Group = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "with g as (
              update study_groups set
                  name = coalesce($2, name), teacher_id = coalesce($3, teacher_id),
@@ -178,10 +192,33 @@ pub async fn update(
     .bind(g.capacity)
     .bind(g.status)
     .bind(g.absence_charge)
-    .fetch_optional(db)
+    .fetch_one(&mut *tx)
     .await
     .map_err(|e| DomainError::on_constraint(e, GROUP_CONSTRAINTS))?;
-    group.ok_or(DomainError::NotFound)
+    if let Some(new_teacher) = g.teacher_id.filter(|t| *t != old_teacher) {
+        sqlx::query(
+            "update lessons set teacher_id = $3, updated_at = now()
+             where group_id = $1 and teacher_id = $2 and kind = 'lesson'
+               and status = 'scheduled' and starts_at > now()",
+        )
+        .bind(id)
+        .bind(old_teacher)
+        .bind(new_teacher)
+        .execute(&mut *tx)
+        .await
+        .map_err(
+            |e| match e.as_database_error().and_then(|d| d.constraint()) {
+                Some("lessons_teacher_no_overlap") => DomainError::Conflict(
+                    "the new teacher already teaches at the time of one of this group's \
+                     coming lessons; move or cancel that lesson first"
+                        .into(),
+                ),
+                _ => e.into(),
+            },
+        )?;
+    }
+    tx.commit().await?;
+    Ok(group)
 }
 
 pub async fn fetch(db: impl PgExecutor<'_>, id: Uuid) -> Result<Group, DomainError> {

@@ -60,7 +60,8 @@ impl Reader {
     }
 
     /// Whether this reader may see the current roster of group `group` (a teacher: a group
-    /// they teach that is not archived — the groups `teacher_clients` covers).
+    /// they teach that is not archived, their teacher record active — the groups
+    /// `teacher_clients` covers).
     pub async fn sees_group(
         self,
         db: impl sqlx::PgExecutor<'_>,
@@ -71,7 +72,8 @@ impl Reader {
         };
         Ok(sqlx::query_scalar(
             "select exists (select 1 from study_groups g join teachers t on t.id = g.teacher_id
-                            where g.id = $1 and t.user_id = $2 and g.status <> 'archived')",
+                            where g.id = $1 and t.user_id = $2 and t.active
+                              and g.status <> 'archived')",
         )
         .bind(group)
         .bind(user)

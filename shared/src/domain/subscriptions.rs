@@ -368,6 +368,10 @@ pub async fn end_expired(db: impl PgExecutor<'_>) -> Result<Ended, DomainError> 
                                       then s.visits_total - s.visits_used else 0 end
              from doomed d where s.id = d.id
              returning s.visits_burned
+         ), unpaid as (
+             -- An unpaid ticket whose period passed is never activated: its invoice closes.
+             update invoices i set status = 'cancelled'
+             from doomed d where i.subscription_id = d.id and i.status = 'open'
          )
          select count(*), coalesce(sum(visits_burned), 0)::bigint from ended",
     )
@@ -395,7 +399,10 @@ pub async fn notices(
          union all
          select s.id, s.client_id, s.ends_on, null, true
          from subscriptions s
-         where s.status = 'ended' and s.ended_at > now() - interval '2 days'",
+         where s.status = 'ended' and s.ended_at > now() - interval '2 days'
+           -- a ticket never paid for never began: nobody is told it ended
+           and exists (select 1 from invoices i
+                       where i.subscription_id = s.id and i.status = 'paid')",
     )
     .bind(days)
     .fetch_all(db)
@@ -537,15 +544,24 @@ pub async fn pay(
     // The invoice row is locked first; the sum of its payments is read by a later statement,
     // whose snapshot sees every payment committed before the lock was granted (a subquery of
     // the locking statement would use the older snapshot and let two payments overpay).
-    let invoice: Option<(String, i64)> = sqlx::query_as(
-        "select status, (amount * 100)::bigint from invoices where id = $1 for update",
+    let invoice: Option<(String, i64, Option<String>)> = sqlx::query_as(
+        "select i.status, (i.amount * 100)::bigint, s.status
+         from invoices i left join subscriptions s on s.id = i.subscription_id
+         where i.id = $1 for update of i",
     )
     .bind(req.invoice_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((status, amount)) = invoice else {
+    let Some((status, amount, subscription)) = invoice else {
         return Err(DomainError::field("invoice_id", "no such invoice"));
     };
+    // An open invoice's subscription waits for it (`inactive`); one that ended unpaid takes
+    // no money (the daily end cancels such invoices; this covers those it has not reached).
+    if status == "open" && subscription.as_deref() == Some("ended") {
+        return Err(DomainError::Conflict(
+            "the invoice's subscription has ended unpaid".into(),
+        ));
+    }
     let amount = Money::from_kopecks(amount);
     let paid: i64 = sqlx::query_scalar(
         "select (coalesce(sum(amount), 0) * 100)::bigint from payments where invoice_id = $1",
