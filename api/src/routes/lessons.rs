@@ -77,7 +77,7 @@ async fn move_lesson(
     user.require(WRITERS)?;
     // The move and the notices of its roster in one transaction.
     let mut tx = app.db.begin().await?;
-    let before = lessons::fetch(&mut *tx, id).await?;
+    let before = lessons::fetch_for_update(&mut tx, id).await?;
     let lesson = lessons::move_lesson(&mut tx, id, &req).await?;
     let mut enqueued = Vec::new();
     if lesson.starts_at != before.starts_at || lesson.room_id != before.room_id {

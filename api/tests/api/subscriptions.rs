@@ -325,14 +325,15 @@ async fn the_expiry_job_ends_an_expired_subscription_once_burning_its_leftovers(
     let app = TestApp::spawn(db.clone(), registry).await;
     let (user, token) = app.user("manager").await;
     let (plan, client) = plan_and_client(&app, &token, 5).await;
-    // Began 30 days ago, 5 days long: ended 25 days ago. A second one ends in 2 days. (30,
-    // not the 31 the sale allows: the test's today and the server's may straddle midnight.)
-    for begins_on in [today() - Duration::days(30), today() - Duration::days(2)] {
+    // Two paid, both from two days ago; the first is then moved 28 days back (a period over
+    // takes no payment, so it is paid first): it ended 26 days ago, the second ends in 2 days.
+    let mut sold = Vec::new();
+    for _ in 0..2 {
         let sale = ok(
             &app,
             &token,
             "/api/subscriptions",
-            json!({"client_id": client, "plan_id": plan, "begins_on": begins_on}),
+            json!({"client_id": client, "plan_id": plan, "begins_on": today() - Duration::days(2)}),
         )
         .await;
         ok(
@@ -342,8 +343,18 @@ async fn the_expiry_job_ends_an_expired_subscription_once_burning_its_leftovers(
             json!({"invoice_id": sale["invoice"]["id"], "amount": "4000.00", "method": "card"}),
         )
         .await;
+        sold.push(sale["subscription"]["id"].as_str().unwrap().to_string());
     }
-    // A third, never paid, whose period has passed as well.
+    sqlx::query(
+        "update subscriptions set begins_on = begins_on - 28, ends_on = ends_on - 28
+         where id = $1::uuid",
+    )
+    .bind(&sold[0])
+    .execute(&db)
+    .await
+    .unwrap();
+    // A third, never paid, whose period (from 20 days ago, 5 days) is over as well: before
+    // the daily end reaches it, paying it is refused already.
     let unpaid = ok(
         &app,
         &token,
@@ -351,6 +362,43 @@ async fn the_expiry_job_ends_an_expired_subscription_once_burning_its_leftovers(
         json!({"client_id": client, "plan_id": plan, "begins_on": today() - Duration::days(20)}),
     )
     .await;
+    let res = app
+        .post(
+            &token,
+            "/api/payments",
+            json!({"invoice_id": unpaid["invoice"]["id"], "amount": "4000.00", "method": "card"}),
+        )
+        .await;
+    let e = error_body(res, StatusCode::CONFLICT).await;
+    assert!(
+        e["message"].as_str().unwrap().contains("period is over"),
+        "{e}"
+    );
+
+    // A fourth, partly paid while its period lasted (from 31 days ago): its invoice stays open
+    // for the office to settle.
+    let partly = ok(
+        &app,
+        &token,
+        "/api/subscriptions",
+        json!({"client_id": client, "plan_id": plan, "begins_on": today() - Duration::days(3)}),
+    )
+    .await;
+    ok(
+        &app,
+        &token,
+        "/api/payments",
+        json!({"invoice_id": partly["invoice"]["id"], "amount": "1000.00", "method": "cash"}),
+    )
+    .await;
+    sqlx::query(
+        "update subscriptions set begins_on = begins_on - 28, ends_on = ends_on - 28
+         where id = $1::uuid",
+    )
+    .bind(partly["subscription"]["id"].as_str().unwrap())
+    .execute(&db)
+    .await
+    .unwrap();
 
     let mut reports = Vec::new();
     for _ in 0..2 {
@@ -363,7 +411,7 @@ async fn the_expiry_job_ends_an_expired_subscription_once_burning_its_leftovers(
     }
     assert_eq!(
         reports[0],
-        json!({"ended": 2, "visits_burned": 8, "notices": 2}),
+        json!({"ended": 3, "visits_burned": 8, "notices": 2}),
         "the unpaid one ends unannounced"
     );
     assert_eq!(
@@ -378,6 +426,7 @@ async fn the_expiry_job_ends_an_expired_subscription_once_burning_its_leftovers(
     assert_eq!(
         statuses,
         [
+            ("ended".to_string(), 0),
             ("ended".to_string(), 8),
             ("ended".to_string(), 0),
             ("active".to_string(), 0)
@@ -391,6 +440,12 @@ async fn the_expiry_job_ends_an_expired_subscription_once_burning_its_leftovers(
         .await
         .unwrap();
     assert_eq!(status, "cancelled");
+    let status: String = sqlx::query_scalar("select status from invoices where id = $1::uuid")
+        .bind(partly["invoice"]["id"].as_str().unwrap())
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(status, "open", "partly paid: left for the office");
     let res = app
         .post(
             &token,
@@ -414,13 +469,13 @@ async fn the_expiry_job_ends_an_expired_subscription_once_burning_its_leftovers(
         .await;
     let e = error_body(res, StatusCode::CONFLICT).await;
     assert!(
-        e["message"].as_str().unwrap().contains("ended unpaid"),
+        e["message"].as_str().unwrap().contains("period is over"),
         "{e}"
     );
     let payments: i64 = sqlx::query_scalar("select count(*) from payments")
         .fetch_one(&db)
         .await
         .unwrap();
-    assert_eq!(payments, 2);
+    assert_eq!(payments, 3);
     app.stop().await;
 }

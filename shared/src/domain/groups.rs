@@ -164,9 +164,10 @@ pub async fn update(
 ) -> Result<Group, DomainError> {
     g.check(false)?;
     let mut tx = sqlx::Acquire::begin(conn).await?;
-    // The row lock orders concurrent changes: the teacher read here is the one replaced.
+    // The row lock orders concurrent changes: the teacher read here is the one replaced (no
+    // key update: rows referencing the group, such as new members, are not held up).
     let old_teacher: Option<Uuid> =
-        sqlx::query_scalar("select teacher_id from study_groups where id = $1 for update")
+        sqlx::query_scalar("select teacher_id from study_groups where id = $1 for no key update")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
@@ -449,8 +450,10 @@ pub async fn leave(
 }
 
 /// Whose groups these are, for a user asking about them (a teacher may export only their
-/// own): the user's teacher record, which of `group_ids` do not exist, which are not taught by
-/// that teacher, and whether `teacher_id` (if given) exists. One round trip.
+/// own): the user's active teacher record (one who left owns nothing), which of `group_ids`
+/// do not exist, which are not taught by that teacher, and whether `teacher_id` (if given)
+/// exists. One round trip. A teacher's own archived groups stay theirs here: a timesheet is
+/// the record of lessons they gave, which a past month may hold.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Ownership {
     pub own_teacher: Option<Uuid>,
@@ -467,7 +470,7 @@ pub async fn ownership(
     teacher_id: Option<Uuid>,
 ) -> Result<Ownership, DomainError> {
     Ok(sqlx::query_as(
-        "with me as (select id from teachers where user_id = $1)
+        "with me as (select id from teachers where user_id = $1 and active)
          select (select id from me) as own_teacher,
                 coalesce((select array_agg(i order by i) from unnest($2::uuid[]) i
                           where not exists (select 1 from study_groups g where g.id = i)), '{}')

@@ -279,7 +279,8 @@ pub async fn move_lesson(
     id: Uuid,
     req: &Move,
 ) -> Result<Lesson, DomainError> {
-    let current = fetch(&mut *conn, id).await?;
+    // Locked (in the caller's transaction, if any): the teacher and room kept are current.
+    let current = fetch_for_update(&mut *conn, id).await?;
     if current.status != LessonStatus::Scheduled {
         return Err(DomainError::Conflict(format!(
             "a {} lesson cannot be changed",
@@ -363,6 +364,18 @@ pub async fn fetch(db: impl PgExecutor<'_>, id: Uuid) -> Result<Lesson, DomainEr
     )))
     .bind(id)
     .fetch_optional(db)
+    .await?
+    .ok_or(DomainError::NotFound)
+}
+
+/// [`fetch`], the row locked until the transaction ends: what a change reads first, so that
+/// a concurrent change (a group's new teacher taking the lesson over) is not written back.
+pub async fn fetch_for_update(conn: &mut PgConnection, id: Uuid) -> Result<Lesson, DomainError> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {LESSON} from lessons l where l.id = $1 for update"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
     .await?
     .ok_or(DomainError::NotFound)
 }

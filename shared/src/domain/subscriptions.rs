@@ -370,8 +370,10 @@ pub async fn end_expired(db: impl PgExecutor<'_>) -> Result<Ended, DomainError> 
              returning s.visits_burned
          ), unpaid as (
              -- An unpaid ticket whose period passed is never activated: its invoice closes.
+             -- One partly paid stays open for the office to settle (refund) by hand.
              update invoices i set status = 'cancelled'
              from doomed d where i.subscription_id = d.id and i.status = 'open'
+               and not exists (select 1 from payments p where p.invoice_id = i.id)
          )
          select count(*), coalesce(sum(visits_burned), 0)::bigint from ended",
     )
@@ -541,25 +543,36 @@ pub async fn pay(
         return Err(DomainError::field("amount", "at least 0.01"));
     }
     let mut tx = db.begin().await?;
-    // The invoice row is locked first; the sum of its payments is read by a later statement,
-    // whose snapshot sees every payment committed before the lock was granted (a subquery of
-    // the locking statement would use the older snapshot and let two payments overpay).
-    let invoice: Option<(String, i64, Option<String>)> = sqlx::query_as(
-        "select i.status, (i.amount * 100)::bigint, s.status
-         from invoices i left join subscriptions s on s.id = i.subscription_id
-         where i.id = $1 for update of i",
-    )
-    .bind(req.invoice_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((status, amount, subscription)) = invoice else {
+    // Locks in the order the daily end takes them: the invoice's subscription, then the
+    // invoice. The sum of its payments is read by a later statement, whose snapshot sees every
+    // payment committed before the locks were granted (a subquery of the locking statement
+    // would use the older snapshot and let two payments overpay).
+    let subscription: Option<Option<Uuid>> =
+        sqlx::query_scalar("select subscription_id from invoices where id = $1")
+            .bind(req.invoice_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(subscription) = subscription else {
         return Err(DomainError::field("invoice_id", "no such invoice"));
     };
-    // An open invoice's subscription waits for it (`inactive`); one that ended unpaid takes
-    // no money (the daily end cancels such invoices; this covers those it has not reached).
-    if status == "open" && subscription.as_deref() == Some("ended") {
+    // An open invoice's subscription waits for it; one whose period is over takes no money
+    // (paying in full would activate a ticket the daily end burns at once).
+    let over: Option<bool> = sqlx::query_scalar(
+        "select status = 'ended' or ends_on < current_date_msk()
+         from subscriptions where id = $1 for no key update",
+    )
+    .bind(subscription)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (status, amount): (String, i64) = sqlx::query_as(
+        "select status, (amount * 100)::bigint from invoices where id = $1 for update",
+    )
+    .bind(req.invoice_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if status == "open" && over == Some(true) {
         return Err(DomainError::Conflict(
-            "the invoice's subscription has ended unpaid".into(),
+            "the invoice's subscription period is over; nothing can be paid on it".into(),
         ));
     }
     let amount = Money::from_kopecks(amount);
