@@ -269,6 +269,23 @@ async fn twenty_concurrent_marks_of_the_same_client_charge_one_visit(db: PgPool)
     app.stop().await;
 }
 
+/// Enrols `client` in the centre's group since 30 days ago; returns the group and its teacher.
+async fn enrolled(app: &TestApp, c: &Centre, db: &PgPool, client: &str) -> (Uuid, Uuid) {
+    let (group, teacher): (Uuid, Uuid) =
+        sqlx::query_as("select id, teacher_id from study_groups where name = 'Живопись'")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    ok(
+        app,
+        &c.token,
+        &format!("/api/groups/{group}/members"),
+        json!({"client_id": client, "joined_on": moscow_today() - Duration::days(30)}),
+    )
+    .await;
+    (group, teacher)
+}
+
 /// A lesson of the centre's group starting `hours_from_now` hours from now.
 async fn lesson_at(app: &TestApp, c: &Centre, db: &PgPool, hours_from_now: i64) -> String {
     let group: Uuid = sqlx::query_scalar("select id from study_groups where name = 'Живопись'")
@@ -294,17 +311,7 @@ async fn teachers_mark_their_rosters_within_the_window_and_bad_marks_are_named(d
     let c = centre(&app).await;
     let anna = client(&app, &c, "Анна").await;
     let bob = client(&app, &c, "Борис").await;
-    let group: Uuid = sqlx::query_scalar("select id from study_groups")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    ok(
-        &app,
-        &c.token,
-        &format!("/api/groups/{group}/members"),
-        json!({"client_id": anna, "joined_on": moscow_today() - Duration::days(30)}),
-    )
-    .await;
+    enrolled(&app, &c, &db, &anna).await;
     // Lessons created after the enrolment expect Anna, started or not. The started one began
     // yesterday: a start two hours ago would clash with today's 18:00 lesson between 19:00
     // and 21:00 Moscow, whenever the test runs then.
@@ -476,18 +483,7 @@ async fn a_new_teacher_takes_over_the_coming_lessons_and_visitors_stay_visitors(
     let c = centre(&app).await;
     let anna = client(&app, &c, "Анна").await;
     let bob = client(&app, &c, "Борис").await;
-    let (group, maria): (Uuid, Uuid) =
-        sqlx::query_as("select id, teacher_id from study_groups where name = 'Живопись'")
-            .fetch_one(&db)
-            .await
-            .unwrap();
-    ok(
-        &app,
-        &c.token,
-        &format!("/api/groups/{group}/members"),
-        json!({"client_id": anna, "joined_on": moscow_today() - Duration::days(30)}),
-    )
-    .await;
+    let (group, maria) = enrolled(&app, &c, &db, &anna).await;
     let started = lesson_at(&app, &c, &db, -26).await;
     let coming = lesson_at(&app, &c, &db, 50).await;
 

@@ -316,6 +316,58 @@ async fn a_freeze_never_starts_in_the_past_and_extends_the_end_date(db: PgPool) 
     app.stop().await;
 }
 
+/// Sells a ticket from `begins_days_ago` days ago, pays `paid` of it (if any), then moves its
+/// period `moved_back` days further back, as if sold then (a period over takes no payment).
+async fn ticket(
+    app: &TestApp,
+    token: &str,
+    db: &PgPool,
+    (client, plan): (&str, &str),
+    begins_days_ago: i64,
+    paid: Option<&str>,
+    moved_back: i32,
+) -> Value {
+    let begins_on = today() - Duration::days(begins_days_ago);
+    let sale = ok(
+        app,
+        token,
+        "/api/subscriptions",
+        json!({"client_id": client, "plan_id": plan, "begins_on": begins_on}),
+    )
+    .await;
+    if let Some(amount) = paid {
+        ok(
+            app,
+            token,
+            "/api/payments",
+            json!({"invoice_id": sale["invoice"]["id"], "amount": amount, "method": "card"}),
+        )
+        .await;
+    }
+    sqlx::query(
+        "update subscriptions set begins_on = begins_on - $2, ends_on = ends_on - $2
+         where id = $1::uuid",
+    )
+    .bind(sale["subscription"]["id"].as_str().unwrap())
+    .bind(moved_back)
+    .execute(db)
+    .await
+    .unwrap();
+    sale
+}
+
+/// Pays an invoice in full and expects 409; returns the error.
+async fn refused_payment(app: &TestApp, token: &str, invoice: &Value) -> Value {
+    let res = app
+        .post(
+            token,
+            "/api/payments",
+            json!({"invoice_id": invoice, "amount": "4000.00", "method": "card"}),
+        )
+        .await;
+    error_body(res, StatusCode::CONFLICT).await
+}
+
 #[sqlx::test(migrations = false)]
 async fn the_expiry_job_ends_an_expired_subscription_once_burning_its_leftovers(db: PgPool) {
     let registry = Registry::new().register::<EndSubscriptions, _, _, _>(
@@ -325,80 +377,31 @@ async fn the_expiry_job_ends_an_expired_subscription_once_burning_its_leftovers(
     let app = TestApp::spawn(db.clone(), registry).await;
     let (user, token) = app.user("manager").await;
     let (plan, client) = plan_and_client(&app, &token, 5).await;
-    // Two paid, both from two days ago; the first is then moved 28 days back (a period over
-    // takes no payment, so it is paid first): it ended 26 days ago, the second ends in 2 days.
-    let mut sold = Vec::new();
-    for _ in 0..2 {
-        let sale = ok(
+    let sell = |begins_days_ago, paid, moved_back| {
+        ticket(
             &app,
             &token,
-            "/api/subscriptions",
-            json!({"client_id": client, "plan_id": plan, "begins_on": today() - Duration::days(2)}),
+            &db,
+            (&client, &plan),
+            begins_days_ago,
+            paid,
+            moved_back,
         )
-        .await;
-        ok(
-            &app,
-            &token,
-            "/api/payments",
-            json!({"invoice_id": sale["invoice"]["id"], "amount": "4000.00", "method": "card"}),
-        )
-        .await;
-        sold.push(sale["subscription"]["id"].as_str().unwrap().to_string());
-    }
-    sqlx::query(
-        "update subscriptions set begins_on = begins_on - 28, ends_on = ends_on - 28
-         where id = $1::uuid",
-    )
-    .bind(&sold[0])
-    .execute(&db)
-    .await
-    .unwrap();
-    // A third, never paid, whose period (from 20 days ago, 5 days) is over as well: before
-    // the daily end reaches it, paying it is refused already.
-    let unpaid = ok(
-        &app,
-        &token,
-        "/api/subscriptions",
-        json!({"client_id": client, "plan_id": plan, "begins_on": today() - Duration::days(20)}),
-    )
-    .await;
-    let res = app
-        .post(
-            &token,
-            "/api/payments",
-            json!({"invoice_id": unpaid["invoice"]["id"], "amount": "4000.00", "method": "card"}),
-        )
-        .await;
-    let e = error_body(res, StatusCode::CONFLICT).await;
+    };
+    // Paid, then moved 28 days back: ended 26 days ago. Another ends in 2 days.
+    sell(2, Some("4000.00"), 28).await;
+    sell(2, Some("4000.00"), 0).await;
+    // Never paid, its period (from 20 days ago, 5 days) over as well: before the daily end
+    // reaches it, paying it is refused already.
+    let unpaid = sell(20, None, 0).await;
+    let e = refused_payment(&app, &token, &unpaid["invoice"]["id"]).await;
     assert!(
         e["message"].as_str().unwrap().contains("period is over"),
         "{e}"
     );
-
-    // A fourth, partly paid while its period lasted (from 31 days ago): its invoice stays open
-    // for the office to settle.
-    let partly = ok(
-        &app,
-        &token,
-        "/api/subscriptions",
-        json!({"client_id": client, "plan_id": plan, "begins_on": today() - Duration::days(3)}),
-    )
-    .await;
-    ok(
-        &app,
-        &token,
-        "/api/payments",
-        json!({"invoice_id": partly["invoice"]["id"], "amount": "1000.00", "method": "cash"}),
-    )
-    .await;
-    sqlx::query(
-        "update subscriptions set begins_on = begins_on - 28, ends_on = ends_on - 28
-         where id = $1::uuid",
-    )
-    .bind(partly["subscription"]["id"].as_str().unwrap())
-    .execute(&db)
-    .await
-    .unwrap();
+    // Partly paid while its period lasted (from 31 days ago): its invoice stays open for the
+    // office to settle.
+    let partly = sell(3, Some("1000.00"), 28).await;
 
     let mut reports = Vec::new();
     for _ in 0..2 {
@@ -446,28 +449,14 @@ async fn the_expiry_job_ends_an_expired_subscription_once_burning_its_leftovers(
         .await
         .unwrap();
     assert_eq!(status, "open", "partly paid: left for the office");
-    let res = app
-        .post(
-            &token,
-            "/api/payments",
-            json!({"invoice_id": invoice, "amount": "4000.00", "method": "card"}),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::CONFLICT);
+    refused_payment(&app, &token, invoice).await;
     // One ended before this rule (its invoice still open) is refused just the same.
     sqlx::query("update invoices set status = 'open' where id = $1::uuid")
         .bind(invoice.as_str().unwrap())
         .execute(&db)
         .await
         .unwrap();
-    let res = app
-        .post(
-            &token,
-            "/api/payments",
-            json!({"invoice_id": invoice, "amount": "4000.00", "method": "card"}),
-        )
-        .await;
-    let e = error_body(res, StatusCode::CONFLICT).await;
+    let e = refused_payment(&app, &token, invoice).await;
     assert!(
         e["message"].as_str().unwrap().contains("period is over"),
         "{e}"
