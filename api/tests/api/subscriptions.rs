@@ -50,6 +50,18 @@ async fn plan_and_client(app: &TestApp, token: &str, validity_days: i32) -> (Str
 /// Money travels as decimal strings and is never rounded: a number, a part below the kopeck,
 /// or a malformed amount is a 422 naming the field, and nothing is recorded; a free plan's
 /// sale is paid and active without a payment.
+/// The client's latest invoice, as the invoice list shows it, is paid in full (4000.00).
+async fn assert_paid_in_full(app: &TestApp, token: &str, client: &str) {
+    let invoices: Value = app
+        .get(token, &format!("/api/invoices?client_id={client}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(invoices["items"][0]["status"], "paid");
+    assert_eq!(invoices["items"][0]["paid"], "4000.00");
+}
+
 #[sqlx::test(migrations = false)]
 async fn money_is_exact_decimal_text_and_a_free_plan_needs_no_payment(db: PgPool) {
     let app = TestApp::spawn_with(db.clone(), None, api_config(&[])).await;
@@ -102,14 +114,7 @@ async fn money_is_exact_decimal_text_and_a_free_plan_needs_no_payment(db: PgPool
         )
         .await;
     }
-    let invoices: Value = app
-        .get(&token, &format!("/api/invoices?client_id={client}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(invoices["items"][0]["status"], "paid");
-    assert_eq!(invoices["items"][0]["paid"], "4000.00");
+    assert_paid_in_full(&app, &token, &client).await;
 
     let res = app
         .post(
@@ -213,14 +218,7 @@ async fn a_sale_creates_its_invoice_and_paying_it_in_full_activates_the_subscrip
     assert_eq!(rest["invoice"]["status"], "paid");
     assert_eq!(rest["invoice"]["paid"], "4000.00");
     assert_eq!(rest["activated_subscription"], sale["subscription"]["id"]);
-    let invoices: Value = app
-        .get(&token, &format!("/api/invoices?client_id={client}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(invoices["items"][0]["status"], "paid");
-    assert_eq!(invoices["items"][0]["paid"], "4000.00");
+    assert_paid_in_full(&app, &token, &client).await;
 
     let res = app
         .post(

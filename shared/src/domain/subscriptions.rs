@@ -546,30 +546,25 @@ pub async fn pay(
     // Locks in the order the daily end takes them: the invoice's subscription, then the
     // invoice. The sum of its payments is read by a later statement, whose snapshot sees every
     // payment committed before the locks were granted (a subquery of the locking statement
-    // would use the older snapshot and let two payments overpay).
-    let subscription: Option<Option<Uuid>> =
-        sqlx::query_scalar("select subscription_id from invoices where id = $1")
-            .bind(req.invoice_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some(subscription) = subscription else {
-        return Err(DomainError::field("invoice_id", "no such invoice"));
-    };
-    // An open invoice's subscription waits for it; one whose period is over takes no money
-    // (paying in full would activate a ticket the daily end burns at once).
+    // would use the older snapshot and let two payments overpay). An open invoice's
+    // subscription waits for it; one whose period is over takes no money (paying in full
+    // would activate a ticket the daily end burns at once).
     let over: Option<bool> = sqlx::query_scalar(
-        "select status = 'ended' or ends_on < current_date_msk()
-         from subscriptions where id = $1 for no key update",
+        "select status = 'ended' or ends_on < current_date_msk() from subscriptions
+         where id = (select subscription_id from invoices where id = $1) for no key update",
     )
-    .bind(subscription)
+    .bind(req.invoice_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let (status, amount): (String, i64) = sqlx::query_as(
+    let invoice: Option<(String, i64)> = sqlx::query_as(
         "select status, (amount * 100)::bigint from invoices where id = $1 for update",
     )
     .bind(req.invoice_id)
-    .fetch_one(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    let Some((status, amount)) = invoice else {
+        return Err(DomainError::field("invoice_id", "no such invoice"));
+    };
     if status == "open" && over == Some(true) {
         return Err(DomainError::Conflict(
             "the invoice's subscription period is over; nothing can be paid on it".into(),
